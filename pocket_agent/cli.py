@@ -1,0 +1,119 @@
+"""``pocket-agent-server``: run the server in the foreground, or an operator subcommand.
+
+pocket-agent-server [options]          run (same options as twistd -n pocket-agent)
+pocket-agent-server token [--rotate]   show the pairing URL, fingerprint and QR code
+pocket-agent-server --version
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from twisted.python import usage
+
+from . import __version__
+from .auth import TokenFile, ensure_token, new_token, write_token
+from .config import Config
+from .tap import Options, build_service, listen_plan
+from .tls import ensure_dev_certificate
+
+
+def run_server(argv: Sequence[str]) -> int:
+    options = Options()
+    try:
+        options.parseOptions(list(argv))
+    except usage.UsageError as e:
+        print(f"pocket-agent-server: {e}", file=sys.stderr)
+        return 2
+    assert options.config is not None
+    from twisted.internet import reactor
+
+    service = build_service(options.config, reactor, stdout=sys.stdout)
+    # Listen now, before the reactor runs: a taken port or a locked data dir ends
+    # the process here with one line (StartupError is a SystemExit).
+    service.privilegedStartService()
+    reactor.callWhenRunning(service.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
+    return 0
+
+
+class TokenOptions(Options):
+    synopsis = "token [--rotate] [--host HOST] [options]"
+    optFlags = [["rotate", None, "Make a new token (connected clients must pair again)."]]
+    optParameters = [["host", None, None, "Host name or address the phone should use."]]
+
+
+def pairing_host() -> str:
+    """A non-loopback address of this machine from the local resolver, else its name."""
+    name = socket.gethostname()
+    try:
+        infos = socket.getaddrinfo(name, None, socket.AF_INET)
+    except OSError:
+        return name
+    for info in infos:
+        address = str(info[4][0])
+        if not address.startswith("127."):
+            return address
+    return name
+
+
+def pairing_url(config: Config, host: str, token: str) -> str:
+    port = 8443
+    for _original, endpoint, tls in listen_plan(config):
+        if tls and endpoint.startswith("tcp:"):
+            port = int(endpoint.split(":")[1])
+            break
+    return f"wss://{host}:{port}/ws?token={token}"
+
+
+def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
+    options = TokenOptions()
+    try:
+        options.parseOptions(list(argv))
+    except usage.UsageError as e:
+        print(f"pocket-agent-server token: {e}", file=sys.stderr)
+        return 2
+    config = options.config
+    assert config is not None
+    ensure_dev_certificate(config.tls.cert, config.tls.key)
+    if options["rotate"]:
+        write_token(config.auth.token_file, new_token())
+        print(f"New token written to {config.auth.token_file}", file=out)
+    else:
+        ensure_token(config.auth.token_file)
+    token = TokenFile(config.auth.token_file).current()
+    from .tls import certificate_fingerprint
+
+    url = pairing_url(config, options["host"] or pairing_host(), token)
+    print(f"Token:       {token}", file=out)
+    print(f"URL:         {url}", file=out)
+    print(f"Certificate: {config.tls.cert}", file=out)
+    print(f"SHA-256:     {certificate_fingerprint(config.tls.cert)}", file=out)
+    try:
+        import segno
+    except ImportError:  # pragma: no cover - segno is a dependency
+        return 0
+    print("", file=out)
+    segno.make(url, error="m").terminal(out=out, compact=True)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"token": token_command}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--version":
+        print(f"pocket-agent-server {__version__}")
+        return 0
+    if args and args[0] in COMMANDS:
+        return COMMANDS[args[0]](args[1:])
+    return run_server(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

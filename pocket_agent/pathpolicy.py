@@ -1,0 +1,95 @@
+"""Which directories a phone may turn into a project.
+
+Every check runs on the resolved real path, so a symlink inside an allowed root
+that points at ``/etc`` is refused like ``/etc`` itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+
+from .protocol import ErrorCode, ProtocolError
+
+# Directories that belong to the operating system; a project there would let a
+# phone point Claude at the machine's own configuration or binaries.
+SYSTEM_DIRECTORIES: tuple[Path, ...] = tuple(
+    Path(p)
+    for p in (
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/proc",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/usr",
+        "/var/cache",
+        "/var/lib",
+        "/var/log",
+        "/var/run",
+        "/var/spool",
+    )
+)
+
+
+def _invalid(path: str, reason: str) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.INVALID_PATH, f"{path!r}: {reason}", {"path": path, "reason": reason}
+    )
+
+
+def is_within(path: Path, parent: Path) -> bool:
+    """True when ``path`` is ``parent`` or below it (both already resolved)."""
+    return path == parent or parent in path.parents
+
+
+@attrs.frozen
+class PathPolicy:
+    allowed_roots: tuple[Path, ...]
+    server_root: Path
+    data_dir: Path
+    system_directories: tuple[Path, ...] = SYSTEM_DIRECTORIES
+
+    @classmethod
+    def build(cls, allowed_roots: Iterable[Path], server_root: Path, data_dir: Path) -> PathPolicy:
+        return cls(
+            allowed_roots=tuple(Path(os.path.realpath(r)) for r in allowed_roots),
+            server_root=Path(os.path.realpath(server_root)),
+            data_dir=Path(os.path.realpath(data_dir)),
+        )
+
+    def resolve(self, raw: str, *, may_be_missing: bool = False) -> Path:
+        """The real path ``raw`` names, or INVALID_PATH saying which rule it broke."""
+        if not raw.startswith("/"):
+            raise _invalid(raw, "must be an absolute path")
+        if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+            raise _invalid(raw, "contains control characters")
+        if ".." in raw.split("/"):
+            raise _invalid(raw, "must not contain '..' segments")
+        real = Path(os.path.realpath(raw))
+        if real == Path("/"):
+            raise _invalid(raw, "the root directory cannot be a project")
+        if not any(is_within(real, root) for root in self.allowed_roots):
+            roots = ", ".join(str(r) for r in self.allowed_roots)
+            raise _invalid(raw, f"outside the allowed roots ({roots})")
+        if any(is_within(real, d) for d in self.system_directories):
+            raise _invalid(raw, "system directories cannot be projects")
+        if real == self.server_root or is_within(real, self.data_dir):
+            raise _invalid(raw, "the server's own directory cannot be a project")
+        if is_within(self.data_dir, real):
+            raise _invalid(raw, "contains the server's data directory")
+        if real.exists():
+            if not real.is_dir():
+                raise _invalid(raw, "not a directory")
+        elif not may_be_missing:
+            raise _invalid(raw, "does not exist (send create: true to make it)")
+        return real

@@ -1,0 +1,244 @@
+"""The domain root: projects, who follows what, and the server's own lifecycle.
+
+Transport code hands it :class:`Peer` objects (one per connection) and calls its
+methods; it hands back typed protocol messages through ``Peer.deliver``. It never
+sees a frame or a socket. Runs and history will plug in here: a run appends
+records to a project, and :meth:`PocketAgent.publish` fans them out to followers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from . import __version__
+from .config import Config
+from .projects import Project, ProjectRegistry
+from .protocol import Message, ProjectState, rfc3339
+from .storage import DataDirLock
+
+CLOSE_GOING_AWAY = 1001
+LOW_DISK_BYTES = 100 * 1024 * 1024
+
+
+class Peer(Protocol):
+    """What the domain needs of a connected client."""
+
+    connection_id: str
+
+    def deliver(self, message: Message) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class PocketAgent(Service):
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        registry: ProjectRegistry,
+        clock: IReactorTime,
+        lock: DataDirLock,
+        claude_path: Callable[[], str | None] | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.clock = clock
+        self.lock = lock
+        self._claude_path = claude_path or (lambda: shutil.which(config.claude.binary))
+        self._peers: dict[str, Peer] = {}
+        self._following: dict[str, list[str]] = {}  # connection_id -> project ids, join order
+        self._followers: dict[str, dict[str, Peer]] = {}  # project id -> connection_id -> peer
+        self._drained: list[Deferred[None]] = []
+        self._started_at = clock.seconds()
+        self.accepting = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def privilegedStartService(self) -> None:
+        """Lock and load before any listener opens, so no client sees a half-loaded server."""
+        self.lock.acquire()
+        if self.lock.stale_pid:
+            self.log.warn(
+                "Took over a stale lock left by pid {pid}",
+                pid=self.lock.stale_pid,
+                lock=str(self.lock.path),
+            )
+        try:
+            report = self.registry.load()
+        except BaseException:
+            self.lock.release()
+            raise
+        for item in report.quarantined:
+            self.log.error("Quarantined unreadable file {item}", item=item)
+        for pid in report.rebuilt:
+            self.log.warn("Rebuilt metadata from the project index", project_id=pid)
+        for pid in report.lost:
+            self.log.error("Project lost: no readable metadata and no index entry", project_id=pid)
+        self.log.info(
+            "Loaded {count} projects",
+            count=report.loaded,
+            data_dir=str(self.config.data_dir),
+            quarantined=len(report.quarantined),
+            rebuilt=len(report.rebuilt),
+            tmp_removed=report.tmp_removed,
+        )
+        self._started_at = self.clock.seconds()
+        self.accepting = True
+        super().privilegedStartService()
+
+    def stopService(self) -> Deferred[None]:
+        """Close every connection with 1001, allow ``timeouts.shutdown``, release the lock."""
+        super().stopService()
+        self.accepting = False
+        done: Deferred[None] = self.drained()
+        for peer in list(self._peers.values()):
+            peer.close(CLOSE_GOING_AWAY, "server shutting down")
+        if self._peers:
+            timer = self.clock.callLater(self.config.timeouts.shutdown, self._abort_all)
+            done.addBoth(lambda r: timer.cancel() if timer.active() else None)
+        done.addBoth(lambda _: self.lock.release())
+        return done
+
+    def _abort_all(self) -> None:
+        for peer in list(self._peers.values()):
+            self.log.warn(
+                "Dropping a connection that did not close in time",
+                connection_id=peer.connection_id,
+            )
+            peer.abort()
+            self.disconnect(peer)
+
+    def drained(self) -> Deferred[None]:
+        if not self._peers:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d
+
+    # ---------------------------------------------------------------- connections
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._peers)
+
+    def connect(self, peer: Peer) -> bool:
+        """Register a new connection; False when ``max_connections`` is reached."""
+        if not self.accepting or len(self._peers) >= self.config.limits.max_connections:
+            return False
+        self._peers[peer.connection_id] = peer
+        self._following[peer.connection_id] = []
+        return True
+
+    def disconnect(self, peer: Peer) -> None:
+        if self._peers.pop(peer.connection_id, None) is None:
+            return
+        for project_id in self._following.pop(peer.connection_id, []):
+            self._followers.get(project_id, {}).pop(peer.connection_id, None)
+        if not self._peers:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def following(self, peer: Peer) -> list[str]:
+        return list(self._following.get(peer.connection_id, []))
+
+    def follows(self, peer: Peer, project_id: str) -> bool:
+        return peer.connection_id in self._followers.get(project_id, {})
+
+    # ------------------------------------------------------------------- projects
+
+    def state_of(self, project: Project) -> ProjectState:
+        return project.state(len(self._followers.get(project.id, {})))
+
+    def project_states(self) -> list[ProjectState]:
+        return [self.state_of(p) for p in self.registry.all()]
+
+    def create_project(self, path: str, make_directory: bool) -> ProjectState:
+        project, created = self.registry.create(path, make_directory)
+        state = self.state_of(project)
+        if created:
+            self.broadcast(Message("project_created", state.to_wire(), project_id=project.id))
+        return state
+
+    def delete_project(self, project_id: str) -> None:
+        self.registry.delete(project_id)
+        for connection_id in self._followers.pop(project_id, {}):
+            following = self._following.get(connection_id)
+            if following and project_id in following:
+                following.remove(project_id)
+        self.broadcast(
+            Message("project_deleted", {"project_id": project_id}, project_id=project_id)
+        )
+
+    def join(self, peer: Peer, project_id: str) -> Project:
+        """Follow a project; joining again moves it to "last joined" (the default target)."""
+        project = self.registry.get(project_id)
+        self._followers.setdefault(project_id, {})[peer.connection_id] = peer
+        following = self._following.setdefault(peer.connection_id, [])
+        if project_id in following:
+            following.remove(project_id)
+        following.append(project_id)
+        return project
+
+    def leave(self, peer: Peer, project_id: str) -> None:
+        self.registry.get(project_id)
+        self._followers.get(project_id, {}).pop(peer.connection_id, None)
+        following = self._following.get(peer.connection_id, [])
+        if project_id in following:
+            following.remove(project_id)
+
+    # ------------------------------------------------------------------ fan-out
+
+    def broadcast(self, message: Message) -> None:
+        for peer in list(self._peers.values()):
+            peer.deliver(message)
+
+    def publish(self, project_id: str, message: Message) -> None:
+        for peer in list(self._followers.get(project_id, {}).values()):
+            peer.deliver(message)
+
+    # -------------------------------------------------------------------- health
+
+    def health(self) -> dict[str, Any]:
+        claude_path = self._claude_path()
+        disk = self._disk()
+        status = "healthy"
+        if not self.lock.held or disk is None:
+            status = "unhealthy"
+        elif claude_path is None or disk["free_bytes"] < LOW_DISK_BYTES:
+            status = "degraded"
+        limits = self.config.limits
+        return {
+            "status": status,
+            "version": __version__,
+            "uptime_s": round(self.clock.seconds() - self._started_at, 3),
+            "claude": {"available": claude_path is not None, "path": claude_path, "version": None},
+            "connections": {"active": len(self._peers), "max": limits.max_connections},
+            "projects": {"count": len(self.registry), "max": limits.max_projects},
+            "executions": {"active": 0, "max": limits.max_concurrent_executions},
+            "disk": disk or {"free_bytes": None, "used_percent": None},
+            "timestamp": rfc3339(datetime.fromtimestamp(time.time(), UTC)),
+        }
+
+    def _disk(self) -> dict[str, Any] | None:
+        try:
+            usage = shutil.disk_usage(Path(self.config.data_dir))
+        except OSError:
+            return None
+        return {
+            "free_bytes": usage.free,
+            "used_percent": round(100.0 * usage.used / usage.total, 1) if usage.total else 0.0,
+        }

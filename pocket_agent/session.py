@@ -1,0 +1,186 @@
+"""One client connection's conversation with the domain, independent of WebSocket.
+
+The transport feeds it raw text payloads; it decodes them, resolves which
+project a request is about, calls :class:`~pocket_agent.server.PocketAgent` and
+sends the replies. Every refusal becomes one ``error`` frame echoing the
+``request_id``; nothing a client sends can close the connection from here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+from . import __version__
+from .protocol import (
+    PROTOCOL_VERSION,
+    Envelope,
+    ErrorCode,
+    HealthRequest,
+    Message,
+    ProjectCreateRequest,
+    ProjectDeleteRequest,
+    ProjectJoinRequest,
+    ProjectLeaveRequest,
+    ProjectListRequest,
+    ProtocolError,
+    Request,
+    decode_envelope,
+    error_message,
+    parse_request,
+    project_state_message,
+    request_id_of,
+)
+from .server import PocketAgent
+
+
+class Session:
+    """Implements :class:`~pocket_agent.server.Peer` together with the transport's send."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        agent: PocketAgent,
+        connection_id: str,
+        authenticated_as: str,
+        send: Callable[[Message], None],
+        close: Callable[[int, str], None],
+        abort: Callable[[], None],
+    ) -> None:
+        self.agent = agent
+        self.connection_id = connection_id
+        self.authenticated_as = authenticated_as
+        self._send = send
+        self._close = close
+        self._abort = abort
+
+    # Peer -----------------------------------------------------------------------
+
+    def deliver(self, message: Message) -> None:
+        self._send(message)
+
+    def close(self, code: int, reason: str) -> None:
+        self._close(code, reason)
+
+    def abort(self) -> None:
+        self._abort()
+
+    # Lifecycle -------------------------------------------------------------------
+
+    def hello(self) -> Message:
+        limits = self.agent.config.limits
+        return Message(
+            "server_hello",
+            {
+                "server_version": __version__,
+                "protocol_version": PROTOCOL_VERSION,
+                "connection_id": self.connection_id,
+                "authenticated_as": self.authenticated_as,
+                "limits": {
+                    "max_message_size": limits.max_message_size,
+                    "messages_per_second": limits.messages_per_second,
+                    "max_projects": limits.max_projects,
+                    "max_connections": limits.max_connections,
+                },
+            },
+        )
+
+    @property
+    def follows_anything(self) -> bool:
+        return bool(self.agent.following(self))
+
+    # Requests ----------------------------------------------------------------------
+
+    def receive(self, payload: bytes) -> None:
+        """Handle one text frame; errors are answered, logged when they are bugs."""
+        started = time.perf_counter()
+        envelope: Envelope | None = None
+        try:
+            envelope = decode_envelope(payload)
+            self._dispatch(envelope, parse_request(envelope))
+        except ProtocolError as e:
+            rid = envelope.request_id if envelope else request_id_of(payload)
+            pid = envelope.project_id if envelope else None
+            self.deliver(error_message(e, request_id=rid, project_id=pid))
+        except Exception:
+            self.log.failure(
+                "Internal error handling {message_type}",
+                message_type=envelope.type if envelope else None,
+                connection_id=self.connection_id,
+            )
+            rid = envelope.request_id if envelope else request_id_of(payload)
+            self.deliver(
+                error_message(
+                    ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error; see the server log"),
+                    request_id=rid,
+                )
+            )
+        self.log.debug(
+            "Message processed",
+            message_type=envelope.type if envelope else None,
+            connection_id=self.connection_id,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+
+    def _project_id(self, envelope: Envelope) -> str:
+        target = envelope.target_project_id
+        if target is not None:
+            return target
+        following = self.agent.following(self)
+        if following:
+            return following[-1]
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            "project_id: required (no project joined on this connection)",
+            {"field": "project_id", "reason": "required"},
+        )
+
+    def _dispatch(self, envelope: Envelope, request: Request) -> None:
+        rid = envelope.request_id
+        reply: Callable[[Message], None] = lambda m: self.deliver(m.replying_to(rid))  # noqa: E731
+        project_id = self._project_id(envelope) if request.NEEDS_PROJECT else None
+        match request:
+            case HealthRequest():
+                reply(Message("health_status", self.agent.health()))
+            case ProjectListRequest():
+                states = [s.to_wire() for s in self.agent.project_states()]
+                reply(Message("project_list_response", {"projects": states, "total": len(states)}))
+            case ProjectCreateRequest(path=path, create=create):
+                reply(project_state_message(self.agent.create_project(path, create)))
+            case ProjectDeleteRequest():
+                assert project_id is not None
+                self.agent.delete_project(project_id)
+                data = {"project_id": project_id, "status": "deleted"}
+                reply(Message("project_delete", data, project_id=project_id))
+            case ProjectJoinRequest():
+                assert project_id is not None
+                project = self.agent.join(self, project_id)
+                reply(project_state_message(self.agent.state_of(project)))
+                joined: dict[str, Any] = {
+                    "project_id": project.id,
+                    "state": str(project.status),
+                    "session_id": project.session_id,
+                    "last_seq": project.last_seq,
+                }
+                reply(Message("project_join", joined, project_id=project.id))
+                if request.after_seq is not None:
+                    # No records exist before runs land; history replay plugs in here.
+                    history: dict[str, Any] = {
+                        "messages": [],
+                        "has_more": False,
+                        "first_seq": None,
+                        "last_seq": None,
+                        "project_last_seq": project.last_seq,
+                    }
+                    reply(Message("message_history", history, project_id=project.id))
+            case ProjectLeaveRequest():
+                assert project_id is not None
+                self.agent.leave(self, project_id)
+                left = {"project_id": project_id, "status": "left"}
+                reply(Message("project_leave", left, project_id=project_id))
+            case _:  # pragma: no cover - parse_request only returns the types above
+                raise AssertionError(f"unhandled request {request!r}")

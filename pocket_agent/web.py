@@ -1,0 +1,84 @@
+"""The HTTP side of every listener: ``/ws``, ``/health``, and room for more routes.
+
+Future routes (``/metrics``, the mobile web client at ``/``) are children of the
+same root resource, so they share the listeners, the TLS and the auth rule.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.interfaces import IAddress
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from .auth import Authenticator, Credentials, Verdict
+from .logs import redact
+from .server import PocketAgent
+from .websocket import PocketAgentFactory
+
+
+def request_credentials(request: Request) -> Credentials:
+    def header(name: str) -> str | None:
+        value = request.getHeader(name)
+        return value.decode("latin-1") if isinstance(value, bytes) else value
+
+    tokens = [t.decode("utf-8", "replace") for t in (request.args or {}).get(b"token", [])]
+    peer: IAddress = request.getClientAddress()
+    return Credentials.from_request(peer, header, tokens)
+
+
+def json_response(request: Request, status: int, body: dict[str, Any]) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body).encode() + b"\n"
+
+
+class HealthResource(Resource):
+    """SPEC §8: details when authenticated, only ``{status}`` otherwise; 503 when unhealthy."""
+
+    isLeaf = True
+
+    def __init__(self, agent: PocketAgent, authenticator: Authenticator) -> None:
+        super().__init__()
+        self.agent = agent
+        self.authenticator = authenticator
+
+    def render_GET(self, request: Request) -> bytes:
+        verdict = self.authenticator.check(request_credentials(request), anonymous_ok=True)
+        if verdict is Verdict.THROTTLED:
+            return json_response(request, 429, {"error": "too many failed attempts"})
+        health = self.agent.health()
+        status = 503 if health["status"] == "unhealthy" else 200
+        body = health if verdict.allowed else {"status": health["status"]}
+        return json_response(request, status, body)
+
+
+class PocketAgentSite(Site):
+    """A Site whose access log is a structured debug event with any token redacted."""
+
+    _log = Logger()
+
+    def log(self, request: Request) -> None:  # type: ignore[override]
+        self._log.debug(
+            "HTTP request",
+            method=request.method.decode("latin-1"),
+            uri=redact(request.uri.decode("latin-1")),
+            code=request.code,
+            peer=getattr(request.getClientAddress(), "host", None),
+        )
+
+
+def build_site(
+    agent: PocketAgent, authenticator: Authenticator, ws_factory: PocketAgentFactory
+) -> PocketAgentSite:
+    root = Resource()
+    root.putChild(b"ws", WebSocketResource(ws_factory))
+    root.putChild(b"health", HealthResource(agent, authenticator))
+    site = PocketAgentSite(root)
+    site.ws_factory = ws_factory  # type: ignore[attr-defined]
+    return site
