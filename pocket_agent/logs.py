@@ -53,6 +53,8 @@ def redact(text: str) -> str:
 
 def event_fields(event: LogEvent) -> dict[str, Any]:
     level = event.get("log_level", LogLevel.info)
+    if "token" in event and "log_format" in event:
+        event = {**event, "token": "<redacted>"}  # a token must not reach the message either
     fields: dict[str, Any] = {
         "timestamp": datetime.fromtimestamp(event.get("log_time", 0.0), UTC)
         .isoformat(timespec="milliseconds")
@@ -63,7 +65,9 @@ def event_fields(event: LogEvent) -> dict[str, Any]:
     for key, value in event.items():
         if key.startswith("log_") or key in _SKIP or key in fields:
             continue
-        if isinstance(value, _SCALARS):
+        if key == "token" or key.endswith("_token"):
+            fields[key] = "<redacted>"
+        elif isinstance(value, _SCALARS):
             fields[key] = redact(value) if isinstance(value, str) else value
     failure = event.get("log_failure")
     if failure is not None:

@@ -166,12 +166,13 @@ class PocketAgent(Service):
     def project_states(self) -> list[ProjectState]:
         return [self.state_of(p) for p in self.registry.all()]
 
-    def create_project(self, path: str, make_directory: bool) -> ProjectState:
+    def create_project(self, path: str, make_directory: bool) -> tuple[ProjectState, bool]:
+        """The project's state and whether it is new; the caller replies, then announces."""
         project, created = self.registry.create(path, make_directory)
-        state = self.state_of(project)
-        if created:
-            self.broadcast(Message("project_created", state.to_wire(), project_id=project.id))
-        return state
+        return self.state_of(project), created
+
+    def announce_created(self, state: ProjectState) -> None:
+        self.broadcast(Message("project_created", state.to_wire(), project_id=state.id))
 
     def delete_project(self, project_id: str) -> None:
         self.registry.delete(project_id)
@@ -179,6 +180,8 @@ class PocketAgent(Service):
             following = self._following.get(connection_id)
             if following and project_id in following:
                 following.remove(project_id)
+
+    def announce_deleted(self, project_id: str) -> None:
         self.broadcast(
             Message("project_deleted", {"project_id": project_id}, project_id=project_id)
         )

@@ -150,12 +150,16 @@ class Session:
                 states = [s.to_wire() for s in self.agent.project_states()]
                 reply(Message("project_list_response", {"projects": states, "total": len(states)}))
             case ProjectCreateRequest(path=path, create=create):
-                reply(project_state_message(self.agent.create_project(path, create)))
+                state, created = self.agent.create_project(path, create)
+                reply(project_state_message(state))
+                if created:
+                    self.agent.announce_created(state)
             case ProjectDeleteRequest():
                 assert project_id is not None
                 self.agent.delete_project(project_id)
                 data = {"project_id": project_id, "status": "deleted"}
                 reply(Message("project_delete", data, project_id=project_id))
+                self.agent.announce_deleted(project_id)
             case ProjectJoinRequest():
                 assert project_id is not None
                 project = self.agent.join(self, project_id)

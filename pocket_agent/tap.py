@@ -96,7 +96,7 @@ class Options(usage.Options):
 
 
 def _parts(description: str) -> tuple[str, list[str], dict[str, str]]:
-    kind, *rest = _SPLIT.split(description)
+    kind, *rest = (part.replace("\\:", ":") for part in _SPLIT.split(description))
     args = [a for a in rest if "=" not in a]
     kwargs = dict(a.split("=", 1) for a in rest if "=" in a)
     return kind, args, kwargs

@@ -1,0 +1,177 @@
+"""Token file handling, credential extraction and the failure throttle."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.task import Clock
+
+from pocket_agent.auth import (
+    Authenticator,
+    Credentials,
+    TokenFile,
+    Verdict,
+    ensure_token,
+    is_local,
+    new_token,
+    write_token,
+)
+
+TOKEN = "t" * 43
+
+
+def creds(token: str | None = None, local: bool = True, forwarded: bool = False) -> Credentials:
+    return Credentials(peer="192.0.2.1", local=local, forwarded=forwarded, token=token)
+
+
+def headers(**values: str):  # type: ignore[no-untyped-def]
+    lowered = {k.replace("_", "-").lower(): v for k, v in values.items()}
+    return lowered.get
+
+
+def test_new_tokens_are_long_urlsafe_and_random() -> None:
+    tokens = {new_token() for _ in range(20)}
+    assert len(tokens) == 20
+    for token in tokens:
+        assert len(token) >= 43  # 32 bytes of entropy
+        assert set(token) <= set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        )
+
+
+def test_ensure_token_creates_a_private_file_once(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "auth_token"
+    assert ensure_token(path) is True
+    first = path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_token(path) is False
+    assert path.read_text() == first
+
+
+def test_ensure_token_tightens_a_loose_mode(tmp_path: Path) -> None:
+    path = tmp_path / "auth_token"
+    path.write_text(TOKEN)
+    os.chmod(path, 0o644)
+    ensure_token(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_token_file_picks_up_a_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "auth_token"
+    write_token(path, TOKEN)
+    tokens = TokenFile(path)
+    assert tokens.current() == TOKEN
+    write_token(path, "u" * 43)
+    assert tokens.current() == "u" * 43
+
+
+def test_token_file_refuses_a_short_token(tmp_path: Path) -> None:
+    path = tmp_path / "auth_token"
+    path.write_text("short\n")
+    with pytest.raises(ValueError, match="shorter than 32"):
+        TokenFile(path).current()
+
+
+@pytest.mark.parametrize(
+    ("address", "local"),
+    [
+        (IPv4Address("TCP", "127.0.0.1", 1), True),
+        (IPv4Address("TCP", "127.0.1.1", 1), True),
+        (IPv6Address("TCP", "::1", 1), True),
+        (UNIXAddress(b"/run/pa.sock"), True),
+        (IPv4Address("TCP", "192.168.1.5", 1), False),
+        (IPv6Address("TCP", "fe80::1", 1), False),
+    ],
+)
+def test_is_local(address: object, local: bool) -> None:
+    assert is_local(address) is local  # type: ignore[arg-type]
+
+
+def test_credentials_prefer_header_then_subprotocol_then_query() -> None:
+    peer = IPv4Address("TCP", "192.0.2.1", 1)
+    both = Credentials.from_request(
+        peer,
+        headers(authorization="Bearer from-header", sec_websocket_protocol="bearer.from-sub"),
+        ["from-query"],
+    )
+    assert both.token == "from-header"
+    sub = Credentials.from_request(
+        peer, headers(sec_websocket_protocol="pocket-agent.v1, bearer.from-sub"), ["q"]
+    )
+    assert sub.token == "from-sub"
+    query = Credentials.from_request(peer, headers(), ["from-query"])
+    assert query.token == "from-query"
+    none = Credentials.from_request(peer, headers(authorization="Basic abc"), [])
+    assert none.token is None
+    assert (none.peer, none.local, none.forwarded) == ("192.0.2.1", False, False)
+
+
+def test_credentials_notice_proxies() -> None:
+    peer = IPv4Address("TCP", "127.0.0.1", 1)
+    for header in ("x_forwarded_for", "x_real_ip", "forwarded"):
+        assert Credentials.from_request(peer, headers(**{header: "1.2.3.4"}), []).forwarded
+
+
+def test_verdicts() -> None:
+    auth = Authenticator(lambda: TOKEN, True, Clock())
+    assert auth.check(creds(TOKEN, local=False)) is Verdict.TOKEN
+    assert auth.check(creds(None, local=True)) is Verdict.LOOPBACK
+    assert auth.check(creds(None, local=True, forwarded=True)) is Verdict.REFUSED
+    assert auth.check(creds("wrong", local=True)) is Verdict.REFUSED
+    assert auth.check(creds(None, local=False)) is Verdict.REFUSED
+    assert auth.failures_total == 3
+
+
+def test_anonymous_health_probes_are_not_counted_as_failures() -> None:
+    auth = Authenticator(lambda: TOKEN, True, Clock())
+    for _ in range(50):
+        assert auth.check(creds(None, local=False), anonymous_ok=True) is Verdict.REFUSED
+    assert auth.check(creds(TOKEN, local=False)) is Verdict.TOKEN
+    assert auth.failures_total == 0
+
+
+def test_throttle_window_slides() -> None:
+    clock = Clock()
+    auth = Authenticator(lambda: TOKEN, True, clock)
+    for _ in range(9):
+        auth.check(creds("wrong"))
+        clock.advance(5)
+    auth.check(creds("wrong"))  # 10th failure, at t=45
+    assert auth.check(creds(TOKEN)) is Verdict.THROTTLED
+    assert auth.retry_after("192.0.2.1") == pytest.approx(15.0)
+    clock.advance(15)  # the first failure (t=0) leaves the window
+    assert auth.check(creds(TOKEN)) is Verdict.TOKEN
+
+
+def test_throttled_attempts_do_not_extend_the_lockout() -> None:
+    clock = Clock()
+    auth = Authenticator(lambda: TOKEN, True, clock)
+    for _ in range(10):
+        auth.check(creds("wrong"))
+    for _ in range(30):
+        clock.advance(1)
+        assert auth.check(creds("wrong")) is Verdict.THROTTLED
+    clock.advance(31)
+    assert auth.check(creds(TOKEN)) is Verdict.TOKEN
+
+
+def test_failure_memory_is_bounded() -> None:
+    auth = Authenticator(lambda: TOKEN, True, Clock())
+    auth.MAX_TRACKED_ADDRESSES = 100
+    for i in range(500):
+        auth.check(
+            Credentials(peer=f"10.0.{i // 256}.{i % 256}", local=False, forwarded=False, token="x")
+        )
+    assert len(auth._failures) == 100
+
+
+def test_failure_hook_sees_no_token_value() -> None:
+    seen: list[tuple[Credentials, Verdict]] = []
+    auth = Authenticator(lambda: TOKEN, True, Clock())
+    auth.on_failure = lambda c, v: seen.append((c, v))
+    auth.check(creds("wrong", local=False))
+    assert [v for _, v in seen] == [Verdict.REFUSED]

@@ -1,0 +1,108 @@
+"""The JSON / text log lines."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+
+from pocket_agent.logs import LogService, json_line, redact, text_line
+
+
+def event(**fields: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "log_format": "Connection opened",
+        "log_level": LogLevel.info,
+        "log_time": 0.25,
+        "log_namespace": "pocket_agent.websocket",
+    }
+    base.update(fields)
+    return base
+
+
+def test_json_line_has_the_operator_fields() -> None:
+    line = json_line(event(connection_id="c1", duration_ms=1.5, obj=object()))
+    assert line.endswith("\n")
+    record = json.loads(line)
+    assert record == {
+        "timestamp": "1970-01-01T00:00:00.250Z",
+        "level": "info",
+        "msg": "Connection opened",
+        "connection_id": "c1",
+        "duration_ms": 1.5,
+        "logger": "pocket_agent.websocket",
+    }
+
+
+def test_levels_map_to_the_four_names() -> None:
+    names = [
+        json.loads(json_line(event(log_level=level)))["level"]
+        for level in (
+            LogLevel.debug,
+            LogLevel.info,
+            LogLevel.warn,
+            LogLevel.error,
+            LogLevel.critical,
+        )
+    ]
+    assert names == ["debug", "info", "warn", "error", "error"]
+
+
+def test_failures_carry_error_and_traceback() -> None:
+    try:
+        raise RuntimeError("kaput")
+    except RuntimeError:
+        failure = Failure()
+    record = json.loads(json_line(event(log_failure=failure, log_format="Internal error")))
+    assert record["error"] == "kaput"
+    assert "RuntimeError" in record["traceback"]
+    assert record["level"] == "error"
+
+
+def test_tokens_never_reach_the_log() -> None:
+    token = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+    line = json_line(
+        event(log_format="GET /ws?token={token}", token=token, header=f"Bearer {token}")
+    )
+    assert token not in line
+    assert redact(f"bearer.{token}") == "bearer.<redacted>"
+
+
+def test_text_line_is_one_readable_line() -> None:
+    line = text_line(event(connection_id="c1"))
+    assert line == "1970-01-01T00:00:00.250Z INFO  Connection opened connection_id=c1\n"
+
+
+def test_log_service_writes_json_lines_filtered_by_level(tmp_path: Path) -> None:
+    path = tmp_path / "server.log"
+    service = LogService("info", "json", path)
+    log = Logger(namespace="test")
+    service.startService()
+    try:
+        log.debug("hidden")
+        log.info("Shown {n}", n=1, project_id="p1")
+        service.set_level("debug")
+        log.debug("now visible")
+    finally:
+        service.stopService()
+    log.info("after stop")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["msg"] for r in lines] == ["Shown 1", "now visible"]
+    assert lines[0]["project_id"] == "p1"
+
+
+def test_log_service_text_to_a_stream(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    service = LogService("warn", "text", None, extra_stream=stream)
+    service.startService()
+    try:
+        Logger().info("quiet")
+        Logger().warn("Loud", peer="1.2.3.4")
+    finally:
+        service.stopService()
+    assert stream.getvalue().count("\n") == 1
+    assert "WARN  Loud peer=1.2.3.4" in stream.getvalue()
+    assert globalLogPublisher  # observers were removed: nothing else to check
