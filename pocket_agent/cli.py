@@ -17,7 +17,7 @@ from twisted.python import usage
 from . import __version__
 from .auth import TokenFile, ensure_token, new_token, write_token
 from .config import Config
-from .tap import Options, build_service, listen_plan
+from .tap import Options, build_service, exit_cleanly_on_signals, listen_plan
 from .tls import ensure_dev_certificate
 
 
@@ -36,6 +36,7 @@ def run_server(argv: Sequence[str]) -> int:
     # the process here with one line (StartupError is a SystemExit).
     service.privilegedStartService()
     reactor.callWhenRunning(service.startService)
+    reactor.callWhenRunning(exit_cleanly_on_signals, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
     return 0

@@ -57,14 +57,28 @@ class PathPolicy:
     allowed_roots: tuple[Path, ...]
     server_root: Path
     data_dir: Path
+    protected: tuple[Path, ...] = ()
     system_directories: tuple[Path, ...] = SYSTEM_DIRECTORIES
 
     @classmethod
-    def build(cls, allowed_roots: Iterable[Path], server_root: Path, data_dir: Path) -> PathPolicy:
+    def build(
+        cls,
+        allowed_roots: Iterable[Path],
+        server_root: Path,
+        data_dir: Path,
+        protected: Iterable[Path] = (),
+    ) -> PathPolicy:
+        """``protected``: more server directories (the certificate's, the token's) that a
+        project may neither be inside of nor contain."""
+        real = lambda p: Path(os.path.realpath(p))  # noqa: E731
         return cls(
-            allowed_roots=tuple(Path(os.path.realpath(r)) for r in allowed_roots),
-            server_root=Path(os.path.realpath(server_root)),
-            data_dir=Path(os.path.realpath(data_dir)),
+            allowed_roots=tuple(real(r) for r in allowed_roots),
+            server_root=real(server_root),
+            data_dir=real(data_dir),
+            protected=tuple(real(p) for p in (data_dir, *protected)),
+            system_directories=tuple(
+                dict.fromkeys(p for d in SYSTEM_DIRECTORIES for p in (d, real(d)))
+            ),
         )
 
     def resolve(self, raw: str, *, may_be_missing: bool = False) -> Path:
@@ -75,17 +89,21 @@ class PathPolicy:
             raise _invalid(raw, "contains control characters")
         if ".." in raw.split("/"):
             raise _invalid(raw, "must not contain '..' segments")
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _invalid(raw.encode("utf-8", "replace").decode(), "not valid UTF-8") from None
         real = Path(os.path.realpath(raw))
         if real == Path("/"):
             raise _invalid(raw, "the root directory cannot be a project")
         if not any(is_within(real, root) for root in self.allowed_roots):
             roots = ", ".join(str(r) for r in self.allowed_roots)
             raise _invalid(raw, f"outside the allowed roots ({roots})")
-        if any(is_within(real, d) for d in self.system_directories):
+        if any(is_within(real, d) or is_within(d, real) for d in self.system_directories):
             raise _invalid(raw, "system directories cannot be projects")
-        if real == self.server_root or is_within(real, self.data_dir):
+        if real == self.server_root or any(is_within(real, d) for d in self.protected):
             raise _invalid(raw, "the server's own directory cannot be a project")
-        if is_within(self.data_dir, real):
+        if any(is_within(d, real) for d in (self.data_dir, *self.protected)):
             raise _invalid(raw, "contains the server's data directory")
         if real.exists():
             if not real.is_dir():

@@ -156,15 +156,13 @@ class ProjectStore:
         except (OSError, ValueError) as e:
             moved = quarantine(meta_path, self.corrupted_dir, f"{pid}-{METADATA}")
             report.quarantined.append(f"{meta_path} ({e}) -> {moved}")
-        entry = index.get(pid) or {}
+        entry = index.get(pid)
         try:
-            project = Project(
-                id=pid,
-                path=Path(entry["path"]),
-                created_at=parse_time(entry["created_at"]),
-                last_active=parse_time(entry["created_at"]),
-            )
-        except (TypeError, KeyError, ValueError):
+            if not isinstance(entry, dict):
+                raise ValueError("no index entry")
+            rebuilt = {"id": pid, "path": entry.get("path"), "created_at": entry.get("created_at")}
+            project = Project.from_metadata(rebuilt, pid)
+        except ValueError:
             report.lost.append(pid)
             return None
         self.save(project)
@@ -212,7 +210,8 @@ class ProjectRegistry:
         self._projects: dict[str, Project] = {}
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock.seconds(), UTC)
+        """Milliseconds, as stored: a project equals itself after a restart."""
+        return datetime.fromtimestamp(round(self.clock.seconds(), 3), UTC)
 
     def load(self) -> RecoveryReport:
         projects, report = self.store.load()
@@ -266,7 +265,11 @@ class ProjectRegistry:
                 ) from None
         now = self.now()
         project = Project(id=str(uuid.uuid4()), path=path, created_at=now, last_active=now)
-        self.store.save(project)
+        try:
+            self.store.save(project)
+        except BaseException:
+            self.store.remove(project.id)
+            raise
         self._projects[project.id] = project
         self.store.write_index(self._projects.values())
         self.log.info("Project created", project_id=project.id, path=str(path))

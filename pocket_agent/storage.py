@@ -70,10 +70,17 @@ def quarantine(path: Path, corrupted_dir: Path, label: str) -> Path:
     """Move a file we cannot read aside, never deleting it: the operator may want it."""
     corrupted_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
-    target = corrupted_dir / f"{label}.{stamp}"
-    os.replace(path, target)
-    fsync_dir(corrupted_dir)
-    return target
+    for n in range(1000):
+        target = corrupted_dir / (f"{label}.{stamp}" + (f".{n}" if n else ""))
+        try:
+            os.link(path, target)  # unlike rename, refuses to replace an earlier one
+        except FileExistsError:
+            continue
+        path.unlink()
+        fsync_dir(corrupted_dir)
+        fsync_dir(path.parent)
+        return target
+    raise FileExistsError(f"{corrupted_dir}: no free name for {label}")
 
 
 class DataDirLocked(StartupError):
@@ -98,6 +105,8 @@ class DataDirLock:
         return self._fd is not None
 
     def acquire(self) -> None:
+        if self._fd is not None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = self._lock_once()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from collections.abc import Generator, Sequence
 from typing import Any
@@ -246,7 +247,16 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> MultiServ
 
     registry = ProjectRegistry(
         ProjectStore(config.data_dir),
-        PathPolicy.build(config.projects.allowed_roots, config.root, config.data_dir),
+        PathPolicy.build(
+            config.projects.allowed_roots,
+            config.root,
+            config.data_dir,
+            protected=(
+                config.tls.cert.parent,
+                config.tls.key.parent,
+                config.auth.token_file.parent,
+            ),
+        ),
         config.limits.max_projects,
         reactor,
     )
@@ -287,10 +297,30 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> MultiServ
     return root
 
 
+def exit_cleanly_on_signals(reactor: Any) -> None:
+    """SIGTERM/SIGINT stop the reactor and the process then exits 0 (SPEC §9).
+
+    Twisted's own handlers remember the signal and twistd re-raises it at exit, so a
+    graceful shutdown would end as "killed by SIGTERM" (status 143). Installed once
+    the reactor runs, after Twisted's, and only by the real entry points, never in tests.
+    """
+    log = Logger()
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("Received {signal}, shutting down", signal=signal.Signals(signum).name)
+        reactor.callFromThread(reactor.stop)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
 def makeService(options: Options, reactor: IReactorCore | None = None) -> MultiService:
+    """twistd's entry point (through the plugin)."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     assert options.config is not None, "parseOptions() first"
-    return build_service(options.config, reactor)
+    service = build_service(options.config, reactor)
+    reactor.callWhenRunning(exit_cleanly_on_signals, reactor)
+    return service

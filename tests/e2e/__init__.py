@@ -1,0 +1,1 @@
+"""End-to-end tests: the real daemon in a subprocess, real TLS clients."""
