@@ -20,6 +20,7 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from .history import History
 from .pathpolicy import PathPolicy, is_within
 from .protocol import ErrorCode, ProjectState, ProjectStatus, ProtocolError, rfc3339
 from .storage import atomic_write_json, quarantine, remove_stray_tmp_files
@@ -129,6 +130,9 @@ class ProjectStore:
     def project_dir(self, project_id: str) -> Path:
         return self.projects_dir / project_id
 
+    def logs_dir(self, project_id: str) -> Path:
+        return self.projects_dir / project_id / "logs"
+
     def load(self) -> tuple[list[Project], RecoveryReport]:
         self.projects_dir.mkdir(parents=True, exist_ok=True)
         report = RecoveryReport()
@@ -208,6 +212,7 @@ class ProjectRegistry:
         self.max_projects = max_projects
         self.clock = clock
         self._projects: dict[str, Project] = {}
+        self._histories: dict[str, History] = {}
 
     def now(self) -> datetime:
         """Milliseconds, as stored: a project equals itself after a restart."""
@@ -216,7 +221,28 @@ class ProjectRegistry:
     def load(self) -> RecoveryReport:
         projects, report = self.store.load()
         self._projects = {p.id: p for p in projects}
+        self._histories = {}
+        for project in projects:
+            self._open_history(project)
         return report
+
+    def _open_history(self, project: Project) -> None:
+        history = History(self.store.logs_dir(project.id), self.clock)
+        history.open()
+        project.last_seq = history.last_seq
+        self._histories[project.id] = history
+
+    def history(self, project_id: str) -> History:
+        """The project's Record log (open for as long as the project exists)."""
+        return self._histories[project_id]
+
+    def save(self, project: Project) -> None:
+        """Persist a changed session id, error or last activity."""
+        self.store.save(project)
+
+    def close(self) -> None:
+        for history in self._histories.values():
+            history.close()
 
     def __len__(self) -> int:
         return len(self._projects)
@@ -271,6 +297,7 @@ class ProjectRegistry:
             self.store.remove(project.id)
             raise
         self._projects[project.id] = project
+        self._open_history(project)
         self.store.write_index(self._projects.values())
         self.log.info("Project created", project_id=project.id, path=str(path))
         return project, True
@@ -284,6 +311,9 @@ class ProjectRegistry:
                 {"project_id": project_id},
             )
         del self._projects[project_id]
+        history = self._histories.pop(project_id, None)
+        if history is not None:
+            history.close()
         self.store.write_index(self._projects.values())
         self.store.remove(project_id)
         self.log.info("Project deleted", project_id=project_id, path=str(project.path))

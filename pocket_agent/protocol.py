@@ -187,6 +187,36 @@ class ProjectLeaveRequest(Request):
     NEEDS_PROJECT = True
 
 
+@attrs.frozen
+class ExecuteRequest(Request):
+    TYPE = "execute"
+    NEEDS_PROJECT = True
+    prompt: str
+    options: Mapping[str, Any] | None = None  # validated by command.parse_options
+
+
+@attrs.frozen
+class AgentKillRequest(Request):
+    TYPE = "agent_kill"
+    NEEDS_PROJECT = True
+
+
+@attrs.frozen
+class AgentNewSessionRequest(Request):
+    TYPE = "agent_new_session"
+    NEEDS_PROJECT = True
+
+
+def _execute(data: Mapping[str, Any]) -> ExecuteRequest:
+    options = data.get("options")
+    if options is not None and not isinstance(options, dict):
+        raise invalid("data.options", "must be a JSON object")
+    prompt = _required_str(data, "prompt")
+    if "\x00" in prompt:
+        raise invalid("data.prompt", "must not contain NUL characters")
+    return ExecuteRequest(prompt=prompt, options=options)
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {
     "health": lambda d: HealthRequest(),
     "health_check": lambda d: HealthRequest(),
@@ -197,6 +227,9 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {
     "project_delete": lambda d: ProjectDeleteRequest(),
     "project_join": lambda d: ProjectJoinRequest(after_seq=_optional_seq(d, "after_seq")),
     "project_leave": lambda d: ProjectLeaveRequest(),
+    "execute": _execute,
+    "agent_kill": lambda d: AgentKillRequest(),
+    "agent_new_session": lambda d: AgentNewSessionRequest(),
 }
 
 REQUEST_TYPES: frozenset[str] = frozenset(_PARSERS)
@@ -273,6 +306,25 @@ class Message:
 
     def replying_to(self, request_id: str | None) -> Message:
         return attrs.evolve(self, request_id=request_id)
+
+
+@attrs.frozen
+class AgentMessage:
+    """``agent_message`` carrying one Record, encoded around the Record's stored line
+    so a multi-megabyte Claude line is never parsed or serialised again."""
+
+    project_id: str
+    record_line: bytes
+    type: ClassVar[str] = "agent_message"
+
+    def encode(self) -> bytes:
+        pid = json.dumps(self.project_id).encode()
+        return (
+            b'{"type":"agent_message","project_id":' + pid + b',"data":' + self.record_line + b"}"
+        )
+
+
+Outgoing = Message | AgentMessage
 
 
 def error_message(

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from . import __version__
 from .config import Config
+from .execution import Executor
 from .projects import Project, ProjectRegistry
-from .protocol import Message, ProjectState, rfc3339
+from .protocol import Message, Outgoing, ProjectState, rfc3339
 from .storage import DataDirLock
 
 CLOSE_GOING_AWAY = 1001
@@ -35,7 +36,7 @@ class Peer(Protocol):
 
     connection_id: str
 
-    def deliver(self, message: Message) -> None: ...
+    def deliver(self, message: Outgoing) -> None: ...
 
     def close(self, code: int, reason: str) -> None: ...
 
@@ -53,10 +54,12 @@ class PocketAgent(Service):
         lock: DataDirLock,
         claude_path: Callable[[], str | None] | None = None,
     ) -> None:
+        """``clock`` is the reactor: runs also need it to spawn processes."""
         self.config = config
         self.registry = registry
         self.clock = clock
         self.lock = lock
+        self.executor = Executor(self, clock)
         self._claude_path = claude_path or (lambda: shutil.which(config.claude.binary))
         self._peers: dict[str, Peer] = {}
         self._following: dict[str, list[str]] = {}  # connection_id -> project ids, join order
@@ -99,20 +102,29 @@ class PocketAgent(Service):
         self.accepting = True
         super().privilegedStartService()
 
-    def stopService(self) -> Deferred[None]:
-        """Close every connection with 1001, allow ``timeouts.shutdown``, release the lock."""
+    def stopService(self) -> Deferred[Any]:
+        """SPEC §9: close every connection with 1001 and stop every run with the kill
+        escalation (recorded as killed, reason shutdown), all within ``timeouts.shutdown``;
+        then fsync the histories and release the lock."""
         super().stopService()
         self.accepting = False
-        done: Deferred[None] = self.drained()
+        waits = [self.drained(), self.executor.stop_all()]
         for peer in list(self._peers.values()):
             peer.close(CLOSE_GOING_AWAY, "server shutting down")
-        if self._peers:
-            timer = self.clock.callLater(self.config.timeouts.shutdown, self._abort_all)
-            done.addBoth(lambda r: timer.cancel() if timer.active() else None)
-        done.addBoth(lambda _: self.lock.release())
+        timer = self.clock.callLater(self.config.timeouts.shutdown, self._out_of_time)
+        done: Deferred[Any] = DeferredList(waits)
+
+        def finish(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+            self.registry.close()
+            self.lock.release()
+
+        done.addBoth(finish)
         return done
 
-    def _abort_all(self) -> None:
+    def _out_of_time(self) -> None:
+        self.executor.force_kill_all()
         for peer in list(self._peers.values()):
             self.log.warn(
                 "Dropping a connection that did not close in time",
@@ -205,11 +217,11 @@ class PocketAgent(Service):
 
     # ------------------------------------------------------------------ fan-out
 
-    def broadcast(self, message: Message) -> None:
+    def broadcast(self, message: Outgoing) -> None:
         for peer in list(self._peers.values()):
             peer.deliver(message)
 
-    def publish(self, project_id: str, message: Message) -> None:
+    def publish(self, project_id: str, message: Outgoing) -> None:
         for peer in list(self._followers.get(project_id, {}).values()):
             peer.deliver(message)
 
@@ -231,7 +243,10 @@ class PocketAgent(Service):
             "claude": {"available": claude_path is not None, "path": claude_path, "version": None},
             "connections": {"active": len(self._peers), "max": limits.max_connections},
             "projects": {"count": len(self.registry), "max": limits.max_projects},
-            "executions": {"active": 0, "max": limits.max_concurrent_executions},
+            "executions": {
+                "active": self.executor.active,
+                "max": limits.max_concurrent_executions,
+            },
             "disk": disk or {"free_bytes": None, "used_percent": None},
             "timestamp": rfc3339(datetime.fromtimestamp(time.time(), UTC)),
         }

@@ -17,10 +17,14 @@ from twisted.logger import Logger
 from . import __version__
 from .protocol import (
     PROTOCOL_VERSION,
+    AgentKillRequest,
+    AgentNewSessionRequest,
     Envelope,
     ErrorCode,
+    ExecuteRequest,
     HealthRequest,
     Message,
+    Outgoing,
     ProjectCreateRequest,
     ProjectDeleteRequest,
     ProjectJoinRequest,
@@ -36,6 +40,8 @@ from .protocol import (
 )
 from .server import PocketAgent
 
+Reply = Callable[[Message], None]
+
 
 class Session:
     """Implements :class:`~pocket_agent.server.Peer` together with the transport's send."""
@@ -47,7 +53,7 @@ class Session:
         agent: PocketAgent,
         connection_id: str,
         authenticated_as: str,
-        send: Callable[[Message], None],
+        send: Callable[[Outgoing], None],
         close: Callable[[int, str], None],
         abort: Callable[[], None],
     ) -> None:
@@ -60,7 +66,7 @@ class Session:
 
     # Peer -----------------------------------------------------------------------
 
-    def deliver(self, message: Message) -> None:
+    def deliver(self, message: Outgoing) -> None:
         self._send(message)
 
     def close(self, code: int, reason: str) -> None:
@@ -141,50 +147,70 @@ class Session:
 
     def _dispatch(self, envelope: Envelope, request: Request) -> None:
         rid = envelope.request_id
-        reply: Callable[[Message], None] = lambda m: self.deliver(m.replying_to(rid))  # noqa: E731
-        project_id = self._project_id(envelope) if request.NEEDS_PROJECT else None
-        match request:
-            case HealthRequest():
-                reply(Message("health_status", self.agent.health()))
-            case ProjectListRequest():
-                states = [s.to_wire() for s in self.agent.project_states()]
-                reply(Message("project_list_response", {"projects": states, "total": len(states)}))
-            case ProjectCreateRequest(path=path, create=create):
-                state, created = self.agent.create_project(path, create)
-                reply(project_state_message(state))
-                if created:
-                    self.agent.announce_created(state)
-            case ProjectDeleteRequest():
-                assert project_id is not None
-                self.agent.delete_project(project_id)
-                data = {"project_id": project_id, "status": "deleted"}
-                reply(Message("project_delete", data, project_id=project_id))
-                self.agent.announce_deleted(project_id)
-            case ProjectJoinRequest():
-                assert project_id is not None
-                project = self.agent.join(self, project_id)
-                reply(project_state_message(self.agent.state_of(project)))
-                joined: dict[str, Any] = {
-                    "project_id": project.id,
-                    "state": str(project.status),
-                    "session_id": project.session_id,
-                    "last_seq": project.last_seq,
-                }
-                reply(Message("project_join", joined, project_id=project.id))
-                if request.after_seq is not None:
-                    # No records exist before runs land; history replay plugs in here.
-                    history: dict[str, Any] = {
-                        "messages": [],
-                        "has_more": False,
-                        "first_seq": None,
-                        "last_seq": None,
-                        "project_last_seq": project.last_seq,
-                    }
-                    reply(Message("message_history", history, project_id=project.id))
-            case ProjectLeaveRequest():
-                assert project_id is not None
-                self.agent.leave(self, project_id)
-                left = {"project_id": project_id, "status": "left"}
-                reply(Message("project_leave", left, project_id=project_id))
-            case _:  # pragma: no cover - parse_request only returns the types above
-                raise AssertionError(f"unhandled request {request!r}")
+        project_id = self._project_id(envelope) if request.NEEDS_PROJECT else ""
+        handler = getattr(self, f"_on_{request.TYPE}")
+        handler(request, project_id, lambda m: self.deliver(m.replying_to(rid)))
+
+    # One handler per request type: (request, target project id, reply).
+
+    def _on_health(self, request: HealthRequest, _: str, reply: Reply) -> None:
+        reply(Message("health_status", self.agent.health()))
+
+    def _on_project_list(self, request: ProjectListRequest, _: str, reply: Reply) -> None:
+        states = [s.to_wire() for s in self.agent.project_states()]
+        reply(Message("project_list_response", {"projects": states, "total": len(states)}))
+
+    def _on_project_create(self, request: ProjectCreateRequest, _: str, reply: Reply) -> None:
+        state, created = self.agent.create_project(request.path, request.create)
+        reply(project_state_message(state))
+        if created:
+            self.agent.announce_created(state)
+
+    def _on_project_delete(self, request: ProjectDeleteRequest, pid: str, reply: Reply) -> None:
+        self.agent.delete_project(pid)
+        reply(Message("project_delete", {"project_id": pid, "status": "deleted"}, project_id=pid))
+        self.agent.announce_deleted(pid)
+
+    def _on_project_join(self, request: ProjectJoinRequest, pid: str, reply: Reply) -> None:
+        project = self.agent.join(self, pid)
+        reply(project_state_message(self.agent.state_of(project)))
+        joined = {
+            "project_id": project.id,
+            "state": str(project.status),
+            "session_id": project.session_id,
+            "last_seq": project.last_seq,
+        }
+        reply(Message("project_join", joined, project_id=pid))
+        if request.after_seq is not None:
+            # History replay (issue 4) plugs in here; until then nothing is kept to replay.
+            history: dict[str, Any] = {
+                "messages": [],
+                "has_more": False,
+                "first_seq": None,
+                "last_seq": None,
+                "project_last_seq": project.last_seq,
+            }
+            reply(Message("message_history", history, project_id=pid))
+
+    def _on_project_leave(self, request: ProjectLeaveRequest, pid: str, reply: Reply) -> None:
+        self.agent.leave(self, pid)
+        reply(Message("project_leave", {"project_id": pid, "status": "left"}, project_id=pid))
+
+    def _on_execute(self, request: ExecuteRequest, pid: str, reply: Reply) -> None:
+        def started(run_id: str) -> None:
+            reply(Message("execute", {"run_id": run_id, "status": "started"}, project_id=pid))
+
+        self.agent.executor.execute(pid, request.prompt, request.options, started, requester=self)
+
+    def _on_agent_kill(self, request: AgentKillRequest, pid: str, reply: Reply) -> None:
+        status = self.agent.executor.kill(pid)
+        reply(Message("agent_kill", {"status": status}, project_id=pid))
+        self.agent.executor.announce_kill(pid)
+
+    def _on_agent_new_session(
+        self, request: AgentNewSessionRequest, pid: str, reply: Reply
+    ) -> None:
+        old = self.agent.executor.new_session(pid)
+        data = {"old_session_id": old, "status": "reset"}
+        reply(Message("agent_new_session", data, project_id=pid))
+        self.agent.executor.announce_new_session(pid, old)

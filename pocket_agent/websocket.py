@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from .auth import Authenticator, Credentials, Verdict, offered_subprotocols
 from .config import Config
-from .protocol import SUBPROTOCOL, ErrorCode, Message, ProtocolError, error_message, invalid
+from .protocol import SUBPROTOCOL, ErrorCode, Outgoing, ProtocolError, error_message, invalid
 from .server import PocketAgent
 from .session import Session
 
@@ -173,7 +173,7 @@ class PocketAgentProtocol(WebSocketServerProtocol):
         elif self.state != self.STATE_CLOSED:
             self.dropConnection(abort=True)
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Outgoing) -> None:
         if self.state == self.STATE_OPEN:
             self.sendMessage(message.encode(), isBinary=False)
 

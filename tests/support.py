@@ -16,7 +16,9 @@ import attrs
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.testing import MemoryReactorClock
+from zope.interface import implementer
 from twisted.test import iosim
 
 from pocket_agent.auth import Authenticator
@@ -106,9 +108,116 @@ class Client:
         self.pump.flush()
 
 
+class FakeProcess:
+    """What the run engine sees of a spawned claude; the test plays claude's part."""
+
+    def __init__(
+        self, protocol: Any, executable: str, args: list[str], env: Any, path: Any
+    ) -> None:
+        self.protocol = protocol
+        self.executable = executable
+        self.args = args
+        self.env = env
+        self.path = path
+        self.pid = 4242 + id(self) % 1000
+        self.stdin = b""
+        self.stdin_closed = False
+        self.lost = False
+        protocol.makeConnection(self)
+
+    def write(self, data: bytes) -> None:
+        self.stdin += data
+
+    def closeStdin(self) -> None:
+        self.stdin_closed = True
+
+    def loseConnection(self) -> None:
+        self.lost = True
+
+    def signalProcess(self, signal: Any) -> None:
+        raise AssertionError("runs signal through the process tree, not the transport")
+
+    # The test's side -------------------------------------------------------------
+
+    def emit(self, *messages: dict[str, Any] | bytes) -> None:
+        for message in messages:
+            line = message if isinstance(message, bytes) else json.dumps(message).encode()
+            self.protocol.outReceived(line + b"\n")
+
+    def stderr(self, text: str) -> None:
+        self.protocol.errReceived(text.encode())
+
+    def exit(self, code: int = 0, signal: int | None = None) -> None:
+        from twisted.internet.error import ProcessDone, ProcessTerminated
+        from twisted.python.failure import Failure
+
+        reason = Failure(
+            ProcessDone(0) if code == 0 and signal is None else ProcessTerminated(code, signal)
+        )
+        self.protocol.processExited(reason)
+        self.protocol.processEnded(reason)
+
+
+class FakeTree:
+    """A process tree that records the signals a run sends instead of sending them."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.pgid = pid
+        self.signals: list[tuple[str, int]] = []
+        self.left: dict[int, int] = {}
+
+    def record(self) -> None:
+        pass
+
+    def remaining(self) -> dict[int, int]:
+        return dict(self.left)
+
+    def survivors(self) -> dict[int, int]:
+        return dict(self.left)
+
+    def signal_leader(self, signum: int) -> None:
+        self.signals.append(("leader", signum))
+
+    def signal_all(self, signum: int) -> None:
+        self.signals.append(("all", signum))
+
+
+@implementer(IReactorProcess)
+class ProcessReactor(MemoryReactorClock):
+    """A MemoryReactorClock that can 'spawn' FakeProcesses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[FakeProcess] = []
+        self.trees: list[FakeTree] = []
+        self.spawn_error: OSError | None = None
+
+    def spawnProcess(
+        self,
+        protocol: Any,
+        executable: str,
+        args: list[str],
+        env: Any = None,
+        path: Any = None,
+        **kw: Any,
+    ) -> FakeProcess:
+        if self.spawn_error is not None:
+            raise self.spawn_error
+        process = FakeProcess(protocol, executable, list(args), env, path)
+        self.processes.append(process)
+        return process
+
+    def tree(self, pid: int) -> FakeTree:
+        tree = FakeTree(pid)
+        self.trees.append(tree)
+        return tree
+
+
 class Harness:
     def __init__(self, tmp_path: Path, **sections: dict[str, Any]) -> None:
-        self.clock = MemoryReactorClock()
+        self.clock = ProcessReactor()
+        sections.setdefault("claude", {"binary": "/bin/sh"})  # never run: processes are fakes
         # autobahn schedules its own timers (handshake, auto-ping) through txaio.
         self._previous_loop = txaio.config.loop
         txaio.config.loop = self.clock
@@ -128,8 +237,11 @@ class Harness:
             DataDirLock(config.data_dir / ".lock"),
             claude_path=lambda: "/usr/local/bin/claude",
         )
+        self.agent.executor.tree_factory = self.clock.tree
+        self.agent.executor.environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
         self.agent.privilegedStartService()
         self.agent.startService()
+        self.pumps: list[iosim.IOPump] = []
         self.authenticator = Authenticator(lambda: TOKEN, config.auth.trust_loopback, self.clock)
         self.factory = PocketAgentFactory(self.agent, self.authenticator, config, self.clock)
 
@@ -165,6 +277,7 @@ class Harness:
             greet=True,
         )
         pump.flush()
+        self.pumps.append(pump)
         return Client(client, server, pump)
 
     def hello(self, **kwargs: Any) -> tuple[Client, dict[str, Any]]:
@@ -181,5 +294,8 @@ class Harness:
         return path
 
     def stop(self) -> None:
-        self.agent.stopService()
+        if self.agent.running:
+            self.agent.stopService()
+            for pump in self.pumps:
+                pump.flush()
         txaio.config.loop = self._previous_loop

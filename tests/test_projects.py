@@ -400,7 +400,7 @@ def test_delete_removes_project_data_but_not_the_users_directory(env: Env) -> No
     keep, _ = registry.create(str(env.dir("other")), False)
     project, _ = registry.create(str(directory), False)
     logs = env.projects_dir / project.id / "logs"
-    logs.mkdir()
+    logs.mkdir(exist_ok=True)
     (logs / "messages_current.jsonl").write_text("{}\n")
 
     deleted = registry.delete(project.id)
@@ -604,7 +604,7 @@ def test_garbage_metadata_without_index_entry_is_lost_but_kept(
     env.index_path.write_text(json.dumps({a.id: env.index()[a.id]}))
     (env.projects_dir / b.id / "metadata.json").write_bytes(b"\x00\x00garbage")
     history = env.projects_dir / b.id / "logs" / "messages_current.jsonl"
-    history.parent.mkdir()
+    history.parent.mkdir(exist_ok=True)
     history.write_text('{"seq": 1}\n')
 
     reloaded, report = env.reload()

@@ -1,0 +1,288 @@
+"""Runs in projects: start them, turn their output into Records, fan Records out.
+
+The flow of one prompt::
+
+    Session -> Executor.execute -> Run (process) -> _RunSink -> History.append
+                                                          \\-> PocketAgent.publish
+
+Every Record goes to the project's history first and then, as ``agent_message``,
+to every connection that follows the project, in seq order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.logger import Logger
+
+from .command import build_argv, build_env, find_binary, parse_options
+from .processes import ProcessTree
+from .protocol import (
+    AgentMessage,
+    ErrorCode,
+    Message,
+    ProjectStatus,
+    ProtocolError,
+    error_message,
+    project_state_message,
+)
+from .runs import Outcome, Run, RunResult, StopReason, Timeouts
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .projects import Project
+    from .server import Peer, PocketAgent
+
+
+class Executor:
+    log = Logger()
+
+    def __init__(self, agent: PocketAgent, reactor: Any) -> None:
+        self.agent = agent
+        self.reactor = reactor
+        self.runs: dict[str, Run] = {}  # project id -> its active run
+        self._waiting: dict[str, list[Deferred[None]]] = {}
+        self.setsid = shutil.which("setsid")
+        self.environ: dict[str, str] = dict(os.environ)
+        self.tree_factory: Callable[[int], ProcessTree] | None = None  # tests inject fakes
+
+    @property
+    def config(self) -> Config:
+        return self.agent.config
+
+    @property
+    def active(self) -> int:
+        return len(self.runs)
+
+    # ------------------------------------------------------------------ requests
+
+    def execute(
+        self,
+        project_id: str,
+        prompt: str,
+        raw_options: Any,
+        acknowledge: Callable[[str], None],
+        requester: Peer | None = None,
+    ) -> str:
+        """Start a run; ``acknowledge(run_id)`` is called after the EXECUTING state goes
+        out and before the first Record, so the requester sees them in that order. The
+        requester follows the project from then on, joined or not before."""
+        registry = self.agent.registry
+        project = registry.get(project_id)
+        if project_id in self.runs:
+            raise ProtocolError(
+                ErrorCode.PROCESS_ACTIVE,
+                "a run is already active in this project",
+                {"project_id": project_id, "run_id": self.runs[project_id].run_id},
+            )
+        limit = self.config.limits.max_concurrent_executions
+        if len(self.runs) >= limit:
+            raise ProtocolError(
+                ErrorCode.RESOURCE_LIMIT,
+                f"the server is already running {limit} executions",
+                {"resource": "executions", "limit": limit},
+            )
+        claude = self.config.claude
+        options = parse_options(
+            raw_options, claude.allow_dangerous_options, registry.policy.resolve
+        )
+        binary = find_binary(claude.binary, self.environ.get("PATH"))
+        run_id = str(uuid.uuid4())
+        argv = build_argv(binary, claude, options, project.session_id)
+        timeouts = self.config.timeouts
+        sink = _RunSink(self, project, run_id)
+        run = Run(
+            run_id,
+            prompt,
+            argv,
+            build_env(claude, self.environ),
+            project.path,
+            self.reactor,
+            Timeouts(timeouts.execution, timeouts.no_output, timeouts.kill_grace),
+            sink,
+            self.setsid,
+            self.tree_factory,
+        )
+        self.runs[project_id] = run
+        if requester is not None:
+            self.agent.join(requester, project_id)
+        project.status = ProjectStatus.EXECUTING
+        project.error_details = None
+        project.last_active = registry.now()
+        registry.save(project)
+        self.agent.publish(project_id, project_state_message(self.agent.state_of(project)))
+        acknowledge(run_id)
+        sink.record(
+            "client", {"type": "user_prompt", "prompt": prompt, "options": options.to_wire()}
+        )
+        sink.record(
+            "server",
+            {
+                "type": "execution_started",
+                "run_id": run_id,
+                "cwd": str(project.path),
+                "argv": argv,
+            },
+        )
+        self.log.info(
+            "Execution started", project_id=project_id, run_id=run_id, resume=project.session_id
+        )
+        try:
+            run.start()
+        except Exception:
+            # A bug, not a claude failure: leave the project usable, then report it.
+            self.runs.pop(project_id, None)
+            project.status = ProjectStatus.IDLE
+            self.agent.publish(project_id, project_state_message(self.agent.state_of(project)))
+            raise
+        return run_id
+
+    def kill(self, project_id: str) -> str:
+        """``killed`` when a run was stopping or is now, ``idle`` when there was none."""
+        self.agent.registry.get(project_id)
+        run = self.runs.get(project_id)
+        if run is None:
+            return "idle"
+        if run.stop_reason is None:
+            self.log.info("Kill requested", project_id=project_id, run_id=run.run_id)
+            run.stop(StopReason.USER)
+        return "killed"
+
+    def announce_kill(self, project_id: str) -> None:
+        run = self.runs.get(project_id)
+        if run is None or run.stop_reason is not StopReason.USER or run.kill_announced:
+            return
+        run.kill_announced = True
+        data = {"type": "process_killed", "run_id": run.run_id}
+        _RunSink(self, self.agent.registry.get(project_id), run.run_id).record("server", data)
+        self.agent.publish(project_id, Message("process_killed", data, project_id=project_id))
+
+    def new_session(self, project_id: str) -> str | None:
+        registry = self.agent.registry
+        project = registry.get(project_id)
+        if project_id in self.runs:
+            raise ProtocolError(
+                ErrorCode.PROCESS_ACTIVE,
+                "a run is active in this project",
+                {"project_id": project_id},
+            )
+        old, project.session_id = project.session_id, None
+        registry.save(project)
+        return old
+
+    def announce_new_session(self, project_id: str, old_session_id: str | None) -> None:
+        project = self.agent.registry.get(project_id)
+        data = {"type": "session_reset", "old_session_id": old_session_id}
+        _RunSink(self, project, None).record("server", data)
+        self.agent.publish(project_id, Message("session_reset", data, project_id=project_id))
+        self.agent.publish(project_id, project_state_message(self.agent.state_of(project)))
+
+    # ------------------------------------------------------------------ shutdown
+
+    def stop_all(self, reason: StopReason = StopReason.SHUTDOWN) -> Deferred[Any]:
+        """Stop every run with the escalation; fires when all have finished."""
+        waits = [self.finished(pid) for pid in list(self.runs)]
+        for run in list(self.runs.values()):
+            run.stop(reason)
+        return DeferredList(waits) if waits else succeed(None)
+
+    def force_kill_all(self) -> None:
+        """Shutdown ran out of time: SIGKILL everything that is left at once."""
+        for run in list(self.runs.values()):
+            if run.stop_reason is None:
+                run.stop(StopReason.SHUTDOWN)
+            run.kill_now()
+
+    def finished(self, project_id: str) -> Deferred[None]:
+        if project_id not in self.runs:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiting.setdefault(project_id, []).append(d)
+        return d
+
+    # -------------------------------------------------------------- from a run
+
+    def _run_finished(self, project: Project, result: RunResult) -> None:
+        registry = self.agent.registry
+        sink = _RunSink(self, project, result.run_id)
+        sink.record("server", {"type": "execution_finished", **result.to_wire()})
+        self.agent.publish(
+            project.id, Message("execution_finished", result.to_wire(), project_id=project.id)
+        )
+        code = _ERROR_CODES.get(result.outcome)
+        if result.spawn_failed:
+            code = ErrorCode.CLAUDE_NOT_FOUND
+        if code is not None:
+            error = ProtocolError(
+                code, result.error or str(result.outcome), {"run_id": result.run_id}
+            )
+            self.agent.publish(project.id, error_message(error, project_id=project.id))
+        failed = result.outcome in (Outcome.FAILED, Outcome.TIMEOUT)
+        project.status = ProjectStatus.ERROR if failed else ProjectStatus.IDLE
+        project.error_details = result.error if failed else None
+        project.last_active = registry.now()
+        registry.save(project)
+        registry.history(project.id).sync()
+        self.runs.pop(project.id, None)
+        self.agent.publish(project.id, project_state_message(self.agent.state_of(project)))
+        self.log.info(
+            "Execution completed",
+            project_id=project.id,
+            run_id=result.run_id,
+            status=str(result.outcome),
+            duration_ms=result.duration_ms,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            cost_usd=result.cost_usd,
+            error=result.error,
+        )
+        for d in self._waiting.pop(project.id, []):
+            d.callback(None)
+
+
+_ERROR_CODES = {
+    Outcome.FAILED: ErrorCode.EXECUTION_FAILED,
+    Outcome.TIMEOUT: ErrorCode.EXECUTION_TIMEOUT,
+}
+
+
+class _RunSink:
+    """A run's output as Records: history first, then every follower."""
+
+    def __init__(self, executor: Executor, project: Project, run_id: str | None) -> None:
+        self.executor = executor
+        self.project = project
+        self.run_id = run_id
+
+    def record(self, direction: str, message: dict[str, Any], raw: bytes | None = None) -> None:
+        agent = self.executor.agent
+        record = agent.registry.history(self.project.id).append(
+            self.run_id, direction, message, raw
+        )
+        self.project.last_seq = record.seq
+        agent.publish(self.project.id, AgentMessage(self.project.id, record.line))
+
+    def claude_line(self, message: dict[str, Any], raw: bytes) -> None:
+        self.record("claude", message, raw)
+
+    def server_event(self, message: dict[str, Any]) -> None:
+        self.record("server", message)
+
+    def session_seen(self, session_id: str) -> None:
+        project = self.project
+        if session_id == project.session_id:
+            return
+        project.session_id = session_id
+        self.executor.agent.registry.save(project)
+        self.executor.agent.publish(
+            project.id,
+            Message("project_update", {"session_id": session_id}, project_id=project.id),
+        )
+
+    def finished(self, result: RunResult) -> None:
+        self.executor._run_finished(self.project, result)
