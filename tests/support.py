@@ -18,8 +18,8 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.testing import MemoryReactorClock
-from zope.interface import implementer
 from twisted.test import iosim
+from zope.interface import implementer
 
 from pocket_agent.auth import Authenticator
 from pocket_agent.config import Config, Overrides, ProjectsConfig, load_config

@@ -264,7 +264,7 @@ def test_execute_joins_the_requester(harness: Harness) -> None:
     pid = client.request("project_create", data={"path": str(harness.project_dir("app"))})[0][
         "project_id"
     ]
-    process, replies = start(harness, client, pid)
+    _process, replies = start(harness, client, pid)
     assert kinds(replies)[:2] == ["project_state", "execute"]
     assert harness.agent.follows(client.server.session, pid)
 
@@ -457,7 +457,7 @@ def test_no_output_watchdog(make_harness: Callable[..., Harness]) -> None:
     harness.clock.advance(5)
     assert harness.clock.trees[-1].signals == [("leader", signal.SIGINT)]
     process.exit(0)
-    finished, [error] = outcome_of(harness, client)
+    finished, [_error] = outcome_of(harness, client)
     assert (finished["outcome"], finished["reason"]) == ("timeout", "no_output")
 
 
