@@ -9,13 +9,14 @@ registers a :class:`~pocket_agent.session.Session` with the domain in
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from .auth import Authenticator, Credentials, Verdict, offered_subprotocols
 from .config import Config
@@ -52,13 +53,39 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
         return False
 
 
+@implementer(IPushProducer)
+class SendBudget:
+    """Tells us when the transport's buffer is full, so we can count what piles up after.
+
+    Registered as the transport's producer: Twisted pauses it once the kernel and
+    transport buffers are full (repeatedly: it must be idempotent) and resumes it when
+    they drain. Bytes sent while paused are the connection's backlog.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.backlog = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
 class PocketAgentProtocol(WebSocketServerProtocol):
     # Autobahn owns ``self.log``; ours must have another name.
     _log = Logger()
 
     factory: PocketAgentFactory
     session: Session | None = None
+    budget: SendBudget | None = None
     _idle_timer: IDelayedCall | None = None
+    _dropping = False
     _authenticated_as = "token"
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
@@ -123,6 +150,11 @@ class PocketAgentProtocol(WebSocketServerProtocol):
             self.close(CLOSE_TRY_AGAIN_LATER, "too many connections")
             return
         self.session = session
+        # Under WebSocketResource the HTTP channel is still the registered producer.
+        consumer = cast(IConsumer, self.transport)
+        consumer.unregisterProducer()
+        self.budget = SendBudget()
+        consumer.registerProducer(self.budget, True)
         self._log.info(
             "Connection opened",
             connection_id=session.connection_id,
@@ -174,8 +206,30 @@ class PocketAgentProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
 
     def send(self, message: Outgoing) -> None:
-        if self.state == self.STATE_OPEN:
-            self.sendMessage(message.encode(), isBinary=False)
+        """Never blocks and never buffers without bound: a follower whose backlog passes
+        ``limits.send_buffer`` is dropped (1013) and replays from history on reconnect."""
+        if self.state != self.STATE_OPEN or self._dropping:
+            return
+        payload = message.encode()
+        budget = self.budget
+        if budget is not None and budget.paused:
+            budget.backlog += len(payload)
+            if budget.backlog > self.factory.config.limits.send_buffer:
+                self._drop_slow_consumer()
+                return
+        self.sendMessage(payload, isBinary=False)
+
+    def _drop_slow_consumer(self) -> None:
+        self._dropping = True
+        self.factory.slow_consumers_dropped += 1
+        self._log.warn(
+            "Dropping a slow consumer",
+            connection_id=self.session.connection_id if self.session else None,
+            backlog=self.budget.backlog if self.budget else None,
+        )
+        self.close(CLOSE_TRY_AGAIN_LATER, "too slow: reconnect with after_seq")
+        # It may not even take the close frame: do not wait for its answer.
+        self.factory.clock.callLater(0, self.dropConnection, True)
 
     def _arm_idle_timer(self) -> None:
         self._cancel_idle_timer()
@@ -214,6 +268,7 @@ class PocketAgentFactory(WebSocketServerFactory):
         super().__init__(**kwargs)
         # Not ``self.server``: autobahn uses that for the Server header.
         self.agent = agent
+        self.slow_consumers_dropped = 0
         self.authenticator = authenticator
         self.config = config
         self.clock = clock

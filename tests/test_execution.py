@@ -599,3 +599,38 @@ def test_shutdown_out_of_time_kills_at_once(make_harness: Callable[..., Harness]
     process.exit(-1, signal=signal.SIGKILL)
     client.pump.flush()
     assert done.called
+
+
+def test_a_slow_follower_is_dropped_and_nobody_else_slows(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(limits={"send_buffer": 10_000})
+    pid, [client, slow] = setup(harness, followers=2)
+    process, _ = start(harness, client, pid)
+    slow.server.budget.pauseProducing()  # its socket buffer is full from now on
+    big = {"type": "assistant", "message": {"content": [{"type": "text", "text": "x" * 3000}]}}
+    for _ in range(5):
+        process.emit(big)
+    harness.clock.advance(0)
+    slow.pump.flush()
+    assert slow.protocol.closed
+    assert harness.agent.connection_count == 1
+    assert harness.agent.executor.runs  # the run goes on
+    process.emit(RESULT)
+    process.exit(0)
+    received = [m for m in client.new() if m["type"] == "agent_message"]
+    assert len([m for m in received if m["data"]["message"] == big]) == 5
+    assert harness.factory.slow_consumers_dropped == 1
+
+
+def test_a_paused_follower_within_budget_keeps_everything(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(limits={"send_buffer": 1_000_000})
+    pid, [client] = setup(harness)
+    process, _ = start(harness, client, pid)
+    client.server.budget.pauseProducing()
+    finish_ok(harness, process)
+    client.server.budget.resumeProducing()
+    assert [m["type"] for m in client.new()][-1] == "project_state"
+    assert not client.protocol.closed
