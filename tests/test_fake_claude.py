@@ -1,0 +1,605 @@
+"""Tests of the fake ``claude`` executable (tests/fake_claude/claude), with real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_claude import FAKE_CLAUDE
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OFFLINE = FIXTURES / "claude-cli-2.1.197-offline"
+CONVERSATIONS = FIXTURES / "conversations"
+SJ = ["-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose"]
+TIMEOUT = 10.0
+INTERRUPTED = "[Request interrupted by user]"
+
+
+def user_line(text: str) -> bytes:
+    message = {"role": "user", "content": [{"type": "text", "text": text}]}
+    return (json.dumps({"type": "user", "message": message}) + "\n").encode()
+
+
+def text_of(line: dict[str, Any]) -> str:
+    return "".join(b.get("text", "") for b in line["message"]["content"] if b["type"] == "text")
+
+
+def is_gone(pid: int) -> bool:
+    """No such process, or only a zombie left."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def wait_gone(pid: int, timeout: float = TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not is_gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def recorded_turns(name: str) -> list[list[dict[str, Any]]]:
+    turns: list[list[dict[str, Any]]] = []
+    for raw in (CONVERSATIONS / f"{name}.jsonl").read_text().splitlines():
+        if not raw.strip():
+            continue
+        wrapper = json.loads(raw)
+        if wrapper["direction"] == "client":
+            turns.append([])
+        elif wrapper["direction"] == "claude":
+            turns[-1].append(wrapper["message"]["content"])
+    return turns
+
+
+class Run:
+    """One fake claude process (leading its own session, like the server starts it)."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [str(FAKE_CLAUDE), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.stderr_chunks: list[bytes] = []
+        self.readers = [
+            threading.Thread(target=self._read_stdout, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in iter(self.proc.stdout.readline, b""):
+            self.lines.put(raw)
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        while chunk := os.read(fd, 65536):
+            self.stderr_chunks.append(chunk)
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(user_line(text))
+        self.proc.stdin.flush()
+
+    def close_stdin(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+
+    def raw_line(self) -> bytes | None:
+        """The next stdout line (with its newline), or None at EOF."""
+        try:
+            return self.lines.get(timeout=TIMEOUT)
+        except queue.Empty:
+            raise AssertionError("no stdout line from the fake in time") from None
+
+    def line(self) -> dict[str, Any]:
+        raw = self.raw_line()
+        assert raw is not None, "unexpected EOF on the fake's stdout"
+        assert raw.endswith(b"\n")
+        obj: dict[str, Any] = json.loads(raw)
+        return obj
+
+    def until_result(self) -> list[dict[str, Any]]:
+        out = [self.line()]
+        while out[-1]["type"] != "result":
+            out.append(self.line())
+        return out
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        for reader in self.readers:
+            reader.join(timeout)
+        return rc
+
+    def rest(self) -> list[bytes]:
+        """After exit: the stdout lines not read yet."""
+        out = []
+        while (raw := self.raw_line()) is not None:
+            out.append(raw)
+        return out
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self.stderr_chunks).decode()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(timeout=TIMEOUT)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:  # stdin with unflushed data to a dead process
+                    pass
+
+
+class Env:
+    def __init__(self, tmp_path: Path) -> None:
+        self.home = tmp_path / "home"
+        self.cwd = tmp_path / "cwd"
+        self.home.mkdir()
+        self.cwd.mkdir()
+        self.pidfile = tmp_path / "pids"
+        self.log = tmp_path / "log.jsonl"
+        self.runs: list[Run] = []
+        self.pids: list[int] = []  # grandchildren to kill at the end
+
+    def env(self, **extra: str) -> dict[str, str]:
+        # Put this interpreter first on PATH: `env python3` then skips slow shims.
+        path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        return {"PATH": path, "HOME": str(self.home), **extra}
+
+    def start(self, *args: str, **extra: str) -> Run:
+        run = Run(list(args), self.env(**extra), self.cwd)
+        self.runs.append(run)
+        return run
+
+    def run(
+        self, *args: str, stdin: bytes = b"", **extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(FAKE_CLAUDE), *args],
+            input=stdin.decode(),
+            capture_output=True,
+            text=True,
+            env=self.env(**extra),
+            cwd=self.cwd,
+            timeout=TIMEOUT,
+        )
+
+    def child_pids(self) -> list[int]:
+        pids = [int(p) for p in self.pidfile.read_text().split()]
+        self.pids.extend(pids)
+        return pids
+
+    def cleanup(self) -> None:
+        for run in self.runs:
+            run.stop()
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[Env]:
+    env = Env(tmp_path)
+    yield env
+    env.cleanup()
+
+
+# ----- command line -----
+
+
+def offline(name: str) -> str:
+    return (OFFLINE / name).read_text()
+
+
+def test_version(fake: Env) -> None:
+    done = fake.run("--version")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "2.1.197 (Claude Code)\n", "")
+    assert fake.run("-v").stdout == "2.1.197 (Claude Code)\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "fixture"),
+    [
+        (["-p", "hi", "--output-format", "stream-json"], "sj_noverbose"),
+        (
+            ["-p", "--input-format", "stream-json", "--output-format", "stream-json"],
+            "sj_noverbose",
+        ),
+        (["-p", "hi", "--permission-mode", "nope"], "badmode"),
+        ([*SJ, "--session-id", "not-a-uuid"], "badsession"),
+    ],
+)
+def test_argument_errors_match_the_real_cli(fake: Env, args: list[str], fixture: str) -> None:
+    done = fake.run(*args)
+    assert done.returncode == 1
+    assert done.stdout == offline(f"{fixture}.stdout") == ""
+    assert done.stderr == offline(f"{fixture}.stderr")
+
+
+def test_unknown_flag(fake: Env) -> None:
+    done = fake.run(*SJ, "--bogus-flag", "x")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "error: unknown option '--bogus-flag'\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal only happens as root")
+@pytest.mark.parametrize(
+    "flags", [["--dangerously-skip-permissions"], ["--permission-mode", "bypassPermissions"]]
+)
+def test_root_refuses_to_skip_permissions_unless_sandboxed(fake: Env, flags: list[str]) -> None:
+    done = fake.run(*SJ, *flags, stdin=user_line("hi"))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == offline("bypass.stderr")
+    done = fake.run(*SJ, *flags, stdin=user_line("hi"), IS_SANDBOX="1")
+    assert done.returncode == 0
+    assert json.loads(done.stdout.splitlines()[0])["permissionMode"] == "bypassPermissions"
+
+
+def test_flags_are_accepted_and_logged(fake: Env) -> None:
+    args = [
+        *SJ,
+        "--model",
+        "sonnet",
+        "--fallback-model",
+        "haiku",
+        "--permission-mode",
+        "acceptEdits",
+        "--allowedTools",
+        "Read",
+        "Edit",
+        "--disallowed-tools",
+        "Bash",
+        "--append-system-prompt",
+        "be brief",
+        "--add-dir",
+        "/tmp",
+        "/var",
+        "--mcp-config",
+        '{"mcpServers":{}}',
+        "--strict-mcp-config",
+        "--include-partial-messages",
+        "--replay-user-messages",
+    ]
+    done = fake.run(
+        *args,
+        stdin=user_line("hi"),
+        FAKE_CLAUDE_LOG=str(fake.log),
+        NO_COLOR="1",
+        CLAUDE_CODE_X="y",
+        FAKE_CLAUDE_OTHER="z",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(raw) for raw in done.stdout.splitlines()]
+    init = lines[0]
+    assert (init["model"], init["permissionMode"]) == ("sonnet", "acceptEdits")
+    assert "Bash" not in init["tools"] and "Read" in init["tools"]
+    assert lines[1]["type"] == "user" and lines[1]["message"]["content"][0]["text"] == "hi"
+    assert {"stream_event", "assistant"} <= {line["type"] for line in lines}
+    assert lines[-1]["type"] == "result"
+    (record,) = [json.loads(raw) for raw in fake.log.read_text().splitlines()]
+    assert record["argv"] == args
+    assert record["cwd"] == str(fake.cwd)
+    assert record["env"] == {
+        "HOME": str(fake.home),
+        "NO_COLOR": "1",
+        "CLAUDE_CODE_X": "y",
+        "FAKE_CLAUDE_OTHER": "z",
+        "FAKE_CLAUDE_LOG": str(fake.log),
+    }
+
+
+# ----- turns over stdin -----
+
+
+def test_eof_without_prompt_prints_nothing(fake: Env) -> None:
+    done = fake.run(*SJ)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_echo_turn_stays_alive_until_stdin_closes(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("hello there")
+    init, assistant, result = run.until_result()
+    assert init["type"] == "system" and init["subtype"] == "init"
+    assert init["cwd"] == str(fake.cwd)
+    assert init["model"] == "claude-opus-4-8[1m]" and init["permissionMode"] == "default"
+    assert init["claude_code_version"] == "2.1.197" and init["apiKeySource"] == "none"
+    sid = init["session_id"]
+    assert uuid.UUID(sid)
+    assert assistant["type"] == "assistant" and text_of(assistant) == "You said: hello there"
+    assert result["subtype"] == "success" and result["is_error"] is False
+    assert result["result"] == "You said: hello there"
+    assert assistant["session_id"] == result["session_id"] == sid
+    assert run.proc.poll() is None  # still waiting for more input
+    run.close_stdin()
+    assert run.wait() == 0
+    assert run.rest() == []
+    assert (fake.home / ".fake-claude" / "sessions" / sid).is_file()
+
+
+def test_two_prompts_two_results_one_init(fake: Env) -> None:
+    run = fake.start(*SJ, "--session-id", "12345678-1234-4234-8234-123456789abc")
+    run.send("one")
+    first = run.until_result()
+    run.send("two")
+    second = run.until_result()
+    run.close_stdin()
+    assert run.wait() == 0
+    assert [line["type"] for line in first] == ["system", "assistant", "result"]
+    assert [line["type"] for line in second] == ["assistant", "result"]
+    assert second[-1]["result"] == "You said: two"
+    ids = {line["session_id"] for line in first + second}
+    assert ids == {"12345678-1234-4234-8234-123456789abc"}
+
+
+def test_resume_keeps_the_session_id(fake: Env) -> None:
+    done = fake.run(*SJ, stdin=user_line("first"))
+    sid = json.loads(done.stdout.splitlines()[0])["session_id"]
+    done = fake.run(*SJ, "--resume", sid, stdin=user_line("second"))
+    assert done.returncode == 0
+    assert {json.loads(raw)["session_id"] for raw in done.stdout.splitlines()} == {sid}
+    done = fake.run(*SJ, "-r", sid, stdin=user_line("third"))
+    assert json.loads(done.stdout.splitlines()[-1])["session_id"] == sid
+
+
+def test_resume_of_an_unknown_session(fake: Env) -> None:
+    sid = "11111111-2222-3333-4444-555555555555"
+    done = fake.run(*SJ, "--resume", sid, stdin=user_line("hi"))
+    assert done.returncode == 1
+    (line,) = done.stdout.splitlines()
+    result = json.loads(line)
+    real = json.loads(offline("resume_missing.stdout"))
+    assert result.keys() == real.keys()
+    assert {k: v for k, v in result.items() if k != "uuid"} == {
+        k: v for k, v in real.items() if k != "uuid"
+    }
+    assert done.stderr == offline("resume_missing.stderr")
+
+
+def test_replay_hello_turn_1_equals_the_recording(fake: Env) -> None:
+    done = fake.run(*SJ, stdin=user_line("fake:replay:hello"))
+    assert done.returncode == 0
+    init, *lines = [json.loads(raw) for raw in done.stdout.splitlines()]
+    assert init["subtype"] == "init"
+    expected = [c for c in recorded_turns("hello")[0] if c.get("subtype") != "init"]
+    assert lines == [{**c, "session_id": init["session_id"]} for c in expected]
+
+
+def test_replay_every_turn_of_tomato_tracker(fake: Env) -> None:
+    turns = recorded_turns("tomato_tracker")
+    assert len(turns) == 5
+    run = fake.start(*SJ)
+    for number, recorded in enumerate(turns, 1):
+        run.send(f"fake:replay:tomato_tracker:{number}")
+        lines = run.until_result()
+        if number == 1:
+            sid = lines.pop(0)["session_id"]
+        expected = [{**c, "session_id": sid} for c in recorded if c.get("subtype") != "init"]
+        if expected[-1]["type"] == "result":
+            assert lines == expected
+        else:  # turn 3 was recorded without a result line: the fake adds one
+            assert lines[:-1] == expected
+            assert lines[-1]["type"] == "result" and lines[-1]["is_error"] is False
+    run.close_stdin()
+    assert run.wait() == 0
+
+
+def test_not_logged_in_like_the_real_offline_cli(fake: Env) -> None:
+    done = fake.run(*SJ, stdin=user_line("hi"), FAKE_CLAUDE_SCENARIO="not_logged_in")
+    assert done.returncode == 1
+    ours = [json.loads(raw) for raw in done.stdout.splitlines()]
+    real = [json.loads(raw) for raw in offline("sj_verbose.stdout").splitlines()]
+    assert [line["type"] for line in ours] == [line["type"] for line in real]
+    for mine, theirs in zip(ours[1:], real[1:], strict=True):
+        assert mine.keys() == theirs.keys()
+    assert ours[1]["error"] == "authentication_failed"
+    assert text_of(ours[1]) == "Not logged in · Please run /login"
+    assert ours[2]["subtype"] == "success" and ours[2]["is_error"] is True
+    assert ours[2]["result"] == "Not logged in · Please run /login"
+
+
+def test_big_line(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("fake:big_line:5000000")
+    assert run.line()["subtype"] == "init"
+    raw = run.raw_line()
+    assert raw is not None and 5_000_000 < len(raw) < 5_001_000
+    big = json.loads(raw)
+    assert big["type"] == "user"
+    assert big["message"]["content"][0]["content"] == "x" * 5_000_000
+    assert run.line()["type"] == "result"
+    run.close_stdin()
+    assert run.wait() == 0
+
+
+def test_non_json_line(fake: Env) -> None:
+    done = fake.run(*SJ, stdin=user_line("fake:non_json"))
+    lines = done.stdout.splitlines()
+    assert lines[2] == "this is not json {"
+    assert [json.loads(lines[i])["type"] for i in (0, 1, 3)] == ["system", "assistant", "result"]
+    assert done.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("scenario", "rc", "types", "stderr"),
+    [
+        ("fail", 1, ["system", "result"], ""),
+        ("exit:3", 3, ["system"], "fatal: simulated crash\n"),
+        ("stderr:3", 0, ["system", "result"], "warning line 1\nwarning line 2\nwarning line 3\n"),
+        ("slow:3:0.05", 0, ["system", "assistant", "assistant", "assistant", "result"], ""),
+        ("no_such_scenario", 1, ["system", "result"], ""),
+    ],
+)
+def test_simple_scenarios(
+    fake: Env, scenario: str, rc: int, types: list[str], stderr: str
+) -> None:
+    done = fake.run(*SJ, stdin=user_line(f"fake:{scenario}"))
+    lines = [json.loads(raw) for raw in done.stdout.splitlines()]
+    assert ([line["type"] for line in lines], done.returncode, done.stderr) == (types, rc, stderr)
+    if types[-1] == "result":
+        assert lines[-1]["is_error"] is (rc != 0)
+    if scenario == "fail":
+        assert lines[-1]["subtype"] == "error_during_execution"
+        assert lines[-1]["errors"] == ["simulated failure"]
+
+
+def test_session_scenario_changes_the_id(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("hi")
+    first = run.until_result()
+    run.send("fake:session:abc-123")
+    second = run.until_result()
+    run.send("again")
+    third = run.until_result()
+    run.close_stdin()
+    assert run.wait() == 0
+    assert first[0]["session_id"] != "abc-123"
+    assert {line["session_id"] for line in second + third} == {"abc-123"}
+    assert (fake.home / ".fake-claude" / "sessions" / "abc-123").is_file()
+
+
+# ----- signals and children -----
+
+
+def test_sigint_during_a_turn(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("fake:hang")
+    assert run.line()["subtype"] == "init"
+    assert run.line()["type"] == "assistant"
+    os.kill(run.pid, signal.SIGINT)
+    interrupted, result = run.line(), run.line()
+    assert text_of(interrupted) == INTERRUPTED
+    assert result["type"] == "result" and result["is_error"] is True
+    assert result["subtype"] == "error_during_execution"
+    assert run.wait() == 0
+    assert run.rest() == []
+
+
+def test_sigint_while_idle_and_sigterm(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("hi")
+    run.until_result()
+    os.kill(run.pid, signal.SIGINT)
+    assert run.wait() == 0
+    assert run.rest() == []
+    run = fake.start(*SJ)
+    run.send("fake:slow:2:30")
+    run.line(), run.line()
+    os.kill(run.pid, signal.SIGTERM)
+    assert run.wait() == -signal.SIGTERM
+    assert run.rest() == []
+
+
+def test_deaf_ignores_sigint_but_not_sigterm(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("fake:deaf")
+    run.line(), run.line()
+    os.kill(run.pid, signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):
+        run.proc.wait(timeout=0.2)
+    os.kill(run.pid, signal.SIGTERM)
+    assert run.wait() == -signal.SIGTERM
+    assert run.rest() == []
+
+
+def test_linger_ignores_eof_until_sigint(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("fake:linger")
+    assert run.until_result()[-1]["is_error"] is False
+    run.close_stdin()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run.proc.wait(timeout=0.2)
+    os.kill(run.pid, signal.SIGINT)
+    assert run.wait() == 0
+
+
+def test_sigint_kills_the_setsid_grandchild(fake: Env) -> None:
+    run = fake.start(*SJ, FAKE_CLAUDE_PIDFILE=str(fake.pidfile))
+    run.send("fake:setsid_grandchild")
+    run.line()
+    started = run.line()
+    (pid,) = fake.child_pids()
+    assert text_of(started) == f"started {pid}"
+    assert os.getsid(pid) == pid != os.getsid(run.pid)
+    os.kill(run.pid, signal.SIGINT)
+    assert text_of(run.line()) == INTERRUPTED
+    assert run.line()["is_error"] is True
+    assert run.wait() == 1
+    assert wait_gone(pid)
+
+
+def test_sigint_leaves_the_grandchild_in_the_group(fake: Env) -> None:
+    run = fake.start(*SJ, FAKE_CLAUDE_PIDFILE=str(fake.pidfile))
+    run.send("fake:grandchild")
+    run.line()
+    started = run.line()
+    (pid,) = fake.child_pids()
+    assert text_of(started) == f"started {pid}"
+    assert os.getpgid(pid) == run.pid
+    os.kill(run.pid, signal.SIGINT)
+    assert run.until_result()[-1]["is_error"] is True
+    assert run.wait() == 1
+    assert not is_gone(pid)  # the server has to kill it; the cleanup does here
+
+
+def test_stubborn_only_dies_on_sigkill(fake: Env) -> None:
+    run = fake.start(*SJ, FAKE_CLAUDE_PIDFILE=str(fake.pidfile))
+    run.send("fake:stubborn")
+    run.line()
+    texts = [text_of(run.line()), text_of(run.line())]
+    pids = fake.child_pids()
+    assert texts == [f"started {pid}" for pid in pids]
+    assert os.getpgid(pids[0]) == run.pid and os.getsid(pids[1]) == pids[1]
+    for pid in (run.pid, *pids):
+        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
+    with pytest.raises(subprocess.TimeoutExpired):
+        run.proc.wait(timeout=0.3)
+    assert not any(is_gone(pid) for pid in pids)
+    os.kill(run.pid, signal.SIGKILL)
+    assert run.wait() == -signal.SIGKILL
+    assert run.rest() == []
+    assert not any(is_gone(pid) for pid in pids)
+
+
+def test_silent_prints_nothing(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("fake:silent")
+    with pytest.raises(subprocess.TimeoutExpired):
+        run.proc.wait(timeout=0.2)
+    assert run.lines.empty()
+    os.kill(run.pid, signal.SIGINT)
+    assert run.wait() == 0
+    assert run.rest() == []
