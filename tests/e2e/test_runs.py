@@ -53,7 +53,7 @@ def setup(
 def test_execute_streams_to_every_follower(
     daemons: DaemonPool, root: Path, home: Path, clients: Callable[..., Client]
 ) -> None:
-    daemon, pid, a, b = setup(daemons, root, home, clients)
+    _daemon, pid, a, b = setup(daemons, root, home, clients)
     a.send("execute", {"prompt": "fake:replay:hello"}, project_id=pid, request_id="x")
     frames_a = run_until_idle(a)
     frames_b = run_until_idle(b)
@@ -77,7 +77,7 @@ def test_execute_streams_to_every_follower(
 def test_kill_over_the_wire(
     daemons: DaemonPool, root: Path, home: Path, clients: Callable[..., Client]
 ) -> None:
-    daemon, pid, a, b = setup(daemons, root, home, clients)
+    _daemon, pid, a, b = setup(daemons, root, home, clients)
     a.send("execute", {"prompt": "fake:hang"}, project_id=pid, request_id="x")
     a.expect(
         lambda m: m["type"] == "agent_message" and m["data"]["message"].get("type") == "assistant",
@@ -96,7 +96,7 @@ def test_kill_over_the_wire(
 def test_shutdown_during_a_run_records_it_and_exits_zero(
     daemons: DaemonPool, root: Path, home: Path, clients: Callable[..., Client]
 ) -> None:
-    daemon, pid, a, b = setup(daemons, root, home, clients)
+    daemon, pid, a, _b = setup(daemons, root, home, clients)
     a.send("execute", {"prompt": "fake:hang"}, project_id=pid, request_id="x")
     a.expect(
         lambda m: m["type"] == "agent_message" and m["data"]["message"].get("type") == "assistant",
