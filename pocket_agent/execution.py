@@ -18,7 +18,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.error import ProcessDone, ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .command import build_argv, build_env, find_binary, parse_options
 from .processes import ProcessTree
@@ -50,6 +53,8 @@ class Executor:
         self.setsid = shutil.which("setsid")
         self.environ: dict[str, str] = dict(os.environ)
         self.tree_factory: Callable[[int], ProcessTree] | None = None  # tests inject fakes
+        self.probe_versions = True
+        self._versions: dict[str, str | None] = {}
 
     @property
     def config(self) -> Config:
@@ -58,6 +63,20 @@ class Executor:
     @property
     def active(self) -> int:
         return len(self.runs)
+
+    def claude_status(self) -> dict[str, Any]:
+        """For ``health``: can we run claude, where is it, which version (probed once per
+        path in the background: the first health report after a change says null)."""
+        try:
+            path = find_binary(self.config.claude.binary, self.environ.get("PATH"))
+        except ProtocolError as e:
+            return {"available": False, "path": None, "version": None, "reason": e.message}
+        if path not in self._versions and self.probe_versions:
+            self._versions[path] = None
+            probe_version(self.reactor, path, self.environ).addCallback(
+                lambda version: self._versions.__setitem__(path, version)
+            )
+        return {"available": True, "path": path, "version": self._versions.get(path)}
 
     # ------------------------------------------------------------------ requests
 
@@ -243,6 +262,44 @@ class Executor:
         )
         for d in self._waiting.pop(project.id, []):
             d.callback(None)
+
+
+class _VersionProbe(ProcessProtocol):
+    def __init__(self, done: Deferred[str | None]) -> None:
+        self.done = done
+        self.out = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.out = (self.out + data)[:4096]
+
+    def processEnded(self, reason: Failure) -> None:
+        text = self.out.decode("utf-8", "replace").strip().splitlines()
+        if not self.done.called:
+            self.done.callback(text[0] if text and reason.check(ProcessDone) else None)
+
+
+def probe_version(
+    reactor: Any, path: str, environ: dict[str, str], timeout: float = 10.0
+) -> Deferred[str | None]:
+    """``claude --version`` without blocking the reactor; None if it fails or hangs."""
+    done: Deferred[str | None] = Deferred()
+    protocol = _VersionProbe(done)
+    try:
+        transport = reactor.spawnProcess(protocol, path, [path, "--version"], env=environ)
+    except OSError:
+        return succeed(None)
+
+    def give_up() -> None:
+        if not done.called:
+            done.callback(None)
+            try:
+                transport.signalProcess("KILL")
+            except ProcessExitedAlready:
+                pass
+
+    timer = reactor.callLater(timeout, give_up)
+    done.addBoth(lambda result: (timer.cancel() if timer.active() else None, result)[1])
+    return done
 
 
 _ERROR_CODES = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,7 +51,6 @@ class PocketAgent(Service):
         registry: ProjectRegistry,
         clock: IReactorTime,
         lock: DataDirLock,
-        claude_path: Callable[[], str | None] | None = None,
     ) -> None:
         """``clock`` is the reactor: runs also need it to spawn processes."""
         self.config = config
@@ -60,7 +58,6 @@ class PocketAgent(Service):
         self.clock = clock
         self.lock = lock
         self.executor = Executor(self, clock)
-        self._claude_path = claude_path or (lambda: shutil.which(config.claude.binary))
         self._peers: dict[str, Peer] = {}
         self._following: dict[str, list[str]] = {}  # connection_id -> project ids, join order
         self._followers: dict[str, dict[str, Peer]] = {}  # project id -> connection_id -> peer
@@ -228,19 +225,19 @@ class PocketAgent(Service):
     # -------------------------------------------------------------------- health
 
     def health(self) -> dict[str, Any]:
-        claude_path = self._claude_path()
+        claude = self.executor.claude_status()
         disk = self._disk()
         status = "healthy"
         if not self.lock.held or disk is None:
             status = "unhealthy"
-        elif claude_path is None or disk["free_bytes"] < LOW_DISK_BYTES:
+        elif not claude["available"] or disk["free_bytes"] < LOW_DISK_BYTES:
             status = "degraded"
         limits = self.config.limits
         return {
             "status": status,
             "version": __version__,
             "uptime_s": round(self.clock.seconds() - self._started_at, 3),
-            "claude": {"available": claude_path is not None, "path": claude_path, "version": None},
+            "claude": claude,
             "connections": {"active": len(self._peers), "max": limits.max_connections},
             "projects": {"count": len(self.registry), "max": limits.max_projects},
             "executions": {

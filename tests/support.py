@@ -235,9 +235,9 @@ class Harness:
             registry,
             self.clock,
             DataDirLock(config.data_dir / ".lock"),
-            claude_path=lambda: "/usr/local/bin/claude",
         )
         self.agent.executor.tree_factory = self.clock.tree
+        self.agent.executor.probe_versions = False
         self.agent.executor.environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
         self.agent.privilegedStartService()
         self.agent.startService()

@@ -18,6 +18,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from pocket_agent.config import ClaudeConfig, Overrides, ProjectsConfig, load_config
+from pocket_agent.execution import probe_version
 from pocket_agent.pathpolicy import PathPolicy
 from pocket_agent.processes import alive
 from pocket_agent.projects import ProjectRegistry, ProjectStore
@@ -302,3 +303,17 @@ def zombies_of(parent: int) -> list[int]:
             if fields[0] == b"Z" and int(fields[1]) == parent:
                 found.append(int(entry))
     return found
+
+
+@pytest_twisted.inlineCallbacks
+def test_version_probe(real: RealRuns) -> Any:
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    version = yield probe_version(reactor, str(FAKE_CLAUDE), env)
+    assert version == "2.1.197 (Claude Code)"
+    hanging = real.tmp / "hanging-claude"
+    hanging.write_text("#!/bin/sh\nexec sleep 60\n")
+    hanging.chmod(0o755)
+    version = yield probe_version(reactor, str(hanging), env, timeout=0.3)
+    assert version is None
+    status = real.agent.executor.claude_status()
+    assert (status["available"], status["path"]) == (True, str(FAKE_CLAUDE))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 from twisted.internet.address import IPv4Address
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
@@ -39,9 +40,13 @@ def test_health_shows_only_status_without_a_token(harness: Harness) -> None:
 
 
 def test_health_degraded_without_claude(harness: Harness) -> None:
-    harness.agent._claude_path = lambda: None
+    harness.agent.config = attrs.evolve(
+        harness.agent.config,
+        claude=attrs.evolve(harness.agent.config.claude, binary="/nonexistent/claude"),
+    )
     code, body = get_health(harness)
     assert (code, body["status"], body["claude"]["available"]) == (200, "degraded", False)
+    assert "/nonexistent/claude" in body["claude"]["reason"]
 
 
 def test_health_unhealthy_is_503(harness: Harness) -> None:

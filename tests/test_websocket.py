@@ -209,7 +209,7 @@ def test_health_reports_the_server(harness: Harness, mtype: str) -> None:
     assert data["connections"] == {"active": 1, "max": 100}
     assert data["projects"] == {"count": 0, "max": 100}
     assert data["executions"] == {"active": 0, "max": 10}
-    assert data["claude"] == {"available": True, "path": "/usr/local/bin/claude", "version": None}
+    assert data["claude"] == {"available": True, "path": "/bin/sh", "version": None}
     assert data["disk"]["free_bytes"] > 0
     assert data["timestamp"].endswith("Z")
 
