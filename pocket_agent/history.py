@@ -1,25 +1,54 @@
-"""A project's Record stream on disk: ``data/projects/<id>/logs/messages_current.jsonl``.
+"""A project's Record stream: append, rotate, compress, expire, query, recover.
 
-One Record per line, ``seq`` per project from 1, never repeated across restarts.
-Claude's own line is embedded byte for byte (it was parsed once to check it is a
-JSON object); nothing re-serialises a multi-megabyte tool result.
+Layout in ``data/projects/<id>/logs/``::
+
+    messages_current.jsonl                  records being appended
+    current.chunks                          chunk table of the current file (a hint)
+    messages_2026-11-27_19-40-01.jsonl.gz   rotated files (UTC), gzip member per chunk
+    index.json                              first/last seq and time + chunks per file
+
+One Record per line, ``seq`` per project from 1, never repeated across rotations and
+restarts. Claude's own line is embedded byte for byte. Queries read only the chunks
+they need, so their memory is bounded by the page, not by the history.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
+from collections import deque
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import attrs
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
-from .protocol import rfc3339
+from .config import LogRotation
+from .protocol import MAX_PAGE, rfc3339
+from .segments import (
+    Chunk,
+    ChunkBuilder,
+    Header,
+    Segment,
+    compress_segment,
+    parse_header,
+    read_chunk,
+    read_index,
+    scan_segment,
+    write_index,
+)
+from .storage import fsync_dir
 
 CURRENT = "messages_current.jsonl"
-TAIL_CHUNK = 64 * 1024
+CHUNKS = "current.chunks"
+INDEX = "index.json"
+
+RunInThread = Callable[..., Deferred[Any]]
 
 
 @attrs.frozen
@@ -31,14 +60,29 @@ class Record:
     message: dict[str, Any] = attrs.field(eq=False, repr=False)
     line: bytes = attrs.field(repr=False)  # the JSON object, no newline
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "timestamp": self.timestamp,
-            "run_id": self.run_id,
-            "direction": self.direction,
-            "message": self.message,
-        }
+
+@attrs.frozen
+class Page:
+    """One ``get_messages`` answer: complete record lines, oldest first."""
+
+    lines: list[bytes]
+    has_more: bool
+    first_seq: int | None
+    last_seq: int | None
+    project_last_seq: int
+
+
+@attrs.frozen
+class Query:
+    after_seq: int | None = None
+    since: str | None = None  # normalised RFC 3339 (exclusive)
+    before_seq: int | None = None
+    limit: int = 100
+    direction: str | None = None  # None = all
+
+    @property
+    def forward(self) -> bool:
+        return self.after_seq is not None or self.since is not None
 
 
 def encode_record(
@@ -51,23 +95,201 @@ def encode_record(
     return head[:-1].encode() + b',"message":' + message_json + b"}"
 
 
-class History:
-    """Append-only Record log of one project, flushed per record, fsynced on demand
-    and at most ``sync_interval`` after the last write while records stream."""
+@attrs.define
+class Repair:
+    """What opening (or ``repair``) had to fix in one project's history."""
 
-    def __init__(self, directory: Path, clock: IReactorTime, sync_interval: float = 1.0) -> None:
+    torn_bytes: int = 0
+    invalid_lines: int = 0
+    index_rebuilt: bool = False
+    segments_expired: int = 0
+    tmp_removed: int = 0
+
+
+class History:
+    log = Logger()
+
+    def __init__(
+        self,
+        directory: Path,
+        clock: IReactorTime,
+        rotation: LogRotation,
+        corrupted_dir: Path,
+        run_in_thread: RunInThread | None = None,
+        sync_interval: float = 1.0,
+    ) -> None:
         self.directory = directory
         self.path = directory / CURRENT
         self.clock = clock
+        self.rotation = rotation
+        self.corrupted_dir = corrupted_dir
+        self.run_in_thread: RunInThread = run_in_thread or (lambda f, *a: maybeDeferred(f, *a))
         self.sync_interval = sync_interval
         self.last_seq = 0
+        self.segments: list[Segment] = []
         self._file: BinaryIO | None = None
+        self._size = 0
+        self._chunks = ChunkBuilder()
+        self._chunks_file: BinaryIO | None = None
+        self._first: Header | None = None
+        self._last: Header | None = None
         self._sync_call: IDelayedCall | None = None
+        self._compressing: Deferred[Any] | None = None
+        self.repair = Repair()
 
-    def open(self) -> None:
+    # ---------------------------------------------------------------- open/close
+
+    def open(self, full_check: bool = False) -> Repair:
+        """Recover and load. ``full_check`` (the ``repair`` command) also reads every
+        rotated file to rebuild the index and count invalid lines."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.last_seq = last_seq_in(self.path)
+        for tmp in self.directory.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            self.repair.tmp_removed += 1
+        self._cut_torn_tail()
+        self._load_segments(full_check)
+        self._load_current(full_check)
+        self.last_seq = max(
+            self._last.seq if self._last else 0,
+            self.segments[-1].last_seq if self.segments else 0,
+        )
         self._file = open(self.path, "ab")
+        self._size = self._file.tell()
+        self._chunks_file = open(self.directory / CHUNKS, "ab")
+        self.expire()
+        self._compress_pending()
+        return self.repair
+
+    def close(self) -> None:
+        self.sync()
+        for f in (self._file, self._chunks_file):
+            if f is not None:
+                f.close()
+        self._file = self._chunks_file = None
+
+    def _cut_torn_tail(self) -> None:
+        """A crash mid-write leaves a last line without ``\\n``: move it aside."""
+        try:
+            f = open(self.path, "rb+")
+        except FileNotFoundError:
+            return
+        with f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            start = max(0, size - 64 * 1024)
+            keep = 0
+            while True:
+                f.seek(start)
+                block = f.read(size - start)
+                cut = block.rfind(b"\n")
+                if cut >= 0:
+                    keep = start + cut + 1
+                    break
+                if start == 0:
+                    break
+                start = max(0, start - 64 * 1024)
+            f.seek(keep)
+            torn = f.read()
+            self.corrupted_dir.mkdir(parents=True, exist_ok=True)
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
+            saved = self.corrupted_dir / f"{self.directory.parent.name}-torn-{stamp}.bin"
+            saved.write_bytes(torn)
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+            self.repair.torn_bytes += len(torn)
+            self.log.warn(
+                "Cut a torn last line ({size} bytes) from {path}; saved as {saved}",
+                size=len(torn),
+                path=str(self.path),
+                saved=str(saved),
+            )
+
+    def _load_segments(self, full_check: bool) -> None:
+        on_disk = {p.name for p in self.directory.glob("messages_*.jsonl*") if p.name != CURRENT}
+        index = None if full_check else read_index(self.directory / INDEX)
+        if index is not None:
+            names = {s.name for s in index}
+            if names == on_disk:
+                self.segments = index
+                return
+        # Missing, unreadable or stale: rebuild what does not match from the files.
+        known = {s.name: s for s in index or []}
+        segments = []
+        for name in sorted(on_disk):
+            if name.endswith(".gz") and name[:-3] in on_disk:
+                (self.directory / name).unlink()  # a compression interrupted by a crash
+                continue
+            segment = known.get(name)
+            if segment is None:
+                segment, invalid = scan_segment(self.directory / name)
+                self.repair.invalid_lines += invalid
+            if segment is not None:
+                segments.append(segment)
+        segments.sort(key=lambda s: s.first_seq)
+        self.segments = segments
+        self.repair.index_rebuilt = True
+        write_index(self.directory / INDEX, segments)
+
+    def _load_current(self, full_check: bool) -> None:
+        """Chunk table of the current file from its hint file, then scan only the last chunk."""
+        if not self.path.exists():
+            (self.directory / CHUNKS).unlink(missing_ok=True)
+            return
+        size = self.path.stat().st_size
+        chunks = [] if full_check else self._read_chunk_hints(size)
+        start = chunks[-1].offset if chunks else 0
+        builder = ChunkBuilder()
+        builder.chunks = chunks[:-1]
+        first: Header | None = None
+        last: Header | None = None
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            offset = start
+            for line in f:
+                header = parse_header(line)
+                if header is None:
+                    self.repair.invalid_lines += 1
+                else:
+                    builder.add(header, offset, len(line))
+                    first = first or header
+                    last = header
+                offset += len(line)
+        self._chunks = builder
+        self._last = last
+        self._first = self._first_of_current(first)
+        if not chunks:
+            with open(self.directory / CHUNKS, "wb") as hints:
+                hints.write(b"".join(_hint(c) for c in builder.chunks))
+
+    def _first_of_current(self, scanned_first: Header | None) -> Header | None:
+        if not self._chunks.chunks:
+            return scanned_first
+        c = self._chunks.chunks[0]
+        return Header(c.first_seq, c.first_ts, "")
+
+    def _read_chunk_hints(self, size: int) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        try:
+            text = (self.directory / CHUNKS).read_text()
+        except OSError:
+            return []
+        for line in text.splitlines():
+            parts = line.split(" ")
+            try:
+                chunk = Chunk(int(parts[0]), parts[1], int(parts[2]))
+            except (IndexError, ValueError):
+                return []
+            if chunk.offset >= size or (chunks and chunk.offset <= chunks[-1].offset):
+                return []  # stale hints: scan the whole file instead
+            chunks.append(chunk)
+        return chunks
+
+    # -------------------------------------------------------------------- append
 
     def append(
         self,
@@ -76,22 +298,40 @@ class History:
         message: dict[str, Any],
         message_json: bytes | None = None,
     ) -> Record:
-        """Write one Record and return it; ``message_json`` is Claude's exact line."""
+        """Write one Record (flushed to the OS) and return it; ``message_json`` is
+        Claude's exact line."""
         if self._file is None:
             self.open()
-        assert self._file is not None
+        assert self._file is not None and self._chunks_file is not None
         seq = self.last_seq + 1
         timestamp = rfc3339(datetime.fromtimestamp(self.clock.seconds(), UTC))
         raw = message_json
         if raw is None:
             raw = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
         line = encode_record(seq, timestamp, run_id, direction, raw)
+        header = Header(seq, timestamp, direction)
+        chunks_before = len(self._chunks.chunks)
+        self._chunks.add(header, self._size, len(line) + 1)
         self._file.write(line + b"\n")
         self._file.flush()
+        if len(self._chunks.chunks) != chunks_before:
+            self._chunks_file.write(_hint(self._chunks.chunks[-1]))
+            self._chunks_file.flush()
+        self._size += len(line) + 1
+        self._first = self._first or header
+        self._last = header
         self.last_seq = seq
         if self._sync_call is None and self.sync_interval > 0:
             self._sync_call = self.clock.callLater(self.sync_interval, self.sync)
-        return Record(seq, timestamp, run_id, direction, message, line)
+        record = Record(seq, timestamp, run_id, direction, message, line)
+        if self._size >= self.rotation.size or self._current_records >= self.rotation.count:
+            self.rotate()
+        return record
+
+    @property
+    def _current_records(self) -> int:
+        # Seqs are contiguous, so no counter has to survive a restart.
+        return self.last_seq - self._first.seq + 1 if self._first and self._last else 0
 
     def sync(self) -> None:
         if self._sync_call is not None:
@@ -102,44 +342,176 @@ class History:
             self._file.flush()
             os.fsync(self._file.fileno())
 
-    def close(self) -> None:
+    # -------------------------------------------------------------------- rotate
+
+    def rotate(self) -> None:
+        """Close the current file as a rotated one; a Record is never split."""
+        if self._first is None or self._last is None or self._file is None:
+            return
         self.sync()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._file.close()
+        assert self._chunks_file is not None
+        self._chunks_file.close()
+        name = self._rotated_name()
+        os.replace(self.path, self.directory / name)
+        segment = Segment(
+            name=name,
+            first_seq=self._first.seq,
+            last_seq=self._last.seq,
+            first_ts=self._first.timestamp,
+            last_ts=self._last.timestamp,
+            records=self._current_records,
+            chunks=tuple(self._chunks.chunks),
+        )
+        self.segments.append(segment)
+        write_index(self.directory / INDEX, self.segments)
+        (self.directory / CHUNKS).unlink(missing_ok=True)
+        fsync_dir(self.directory)
+        self._file = open(self.path, "ab")
+        self._chunks_file = open(self.directory / CHUNKS, "ab")
+        self._size = 0
+        self._chunks = ChunkBuilder()
+        self._first = self._last = None
+        self.log.info("Rotated {name}", name=name, records=segment.records)
+        self.expire()
+        self._compress_pending()
+
+    def _rotated_name(self) -> str:
+        stamp = datetime.fromtimestamp(self.clock.seconds(), UTC).strftime("%Y-%m-%d_%H-%M-%S")
+        taken = {s.name.removesuffix(".gz") for s in self.segments}
+        name, n = f"messages_{stamp}.jsonl", 1
+        while name in taken or (self.directory / name).exists():
+            n += 1
+            name = f"messages_{stamp}-{n}.jsonl"
+        return name
+
+    def _compress_pending(self) -> None:
+        """Compress rotated files one at a time, off the reactor thread."""
+        if not self.rotation.compress or self._compressing is not None:
+            return
+        pending = [s for s in self.segments if not s.compressed]
+        if not pending:
+            return
+        segment = pending[0]
+        d = self.run_in_thread(compress_segment, self.directory, segment)
+        self._compressing = d
+
+        def installed(compressed: Segment) -> None:
+            self._compressing = None
+            if segment in self.segments:
+                self.segments[self.segments.index(segment)] = compressed
+                write_index(self.directory / INDEX, self.segments)
+                (self.directory / segment.name).unlink(missing_ok=True)
+            else:  # expired meanwhile
+                (self.directory / compressed.name).unlink(missing_ok=True)
+            self._compress_pending()
+
+        def failed(failure: Any) -> None:
+            self._compressing = None
+            self.log.failure("Compressing {name} failed", failure, name=segment.name)
+
+        d.addCallbacks(installed, failed)
+
+    def expire(self) -> int:
+        """Delete rotated files whose newest record is older than ``max_age``."""
+        if self.rotation.max_age <= 0:
+            return 0
+        cutoff = rfc3339(datetime.fromtimestamp(self.clock.seconds() - self.rotation.max_age, UTC))
+        old = [s for s in self.segments if s.last_ts < cutoff]
+        if not old:
+            return 0
+        self.segments = [s for s in self.segments if s not in old]
+        write_index(self.directory / INDEX, self.segments)
+        for segment in old:
+            (self.directory / segment.name).unlink(missing_ok=True)
+        self.repair.segments_expired += len(old)
+        return len(old)
+
+    # --------------------------------------------------------------------- query
+
+    def query(self, q: Query) -> Page:
+        limit = max(1, min(q.limit, MAX_PAGE))
+        lines = self._forward(q, limit) if q.forward else self._backward(q, limit)
+        has_more = len(lines) > limit
+        if q.forward:
+            lines = lines[:limit]
+        else:
+            lines = lines[-limit:] if has_more else lines
+        first = parse_header(lines[0]) if lines else None
+        last = parse_header(lines[-1]) if lines else None
+        return Page(
+            lines=lines,
+            has_more=has_more,
+            first_seq=first.seq if first else None,
+            last_seq=last.seq if last else None,
+            project_last_seq=self.last_seq,
+        )
+
+    def _sources(self) -> list[tuple[Path, list[Chunk], bool, int, str]]:
+        """(path, chunks, compressed, last_seq, last_ts) of every file, oldest first."""
+        sources = [
+            (self.directory / s.name, list(s.chunks), s.compressed, s.last_seq, s.last_ts)
+            for s in self.segments
+        ]
+        if self._last is not None:
+            sources.append(
+                (self.path, list(self._chunks.chunks), False, self._last.seq, self._last.timestamp)
+            )
+        return sources
+
+    def _forward(self, q: Query, limit: int) -> list[bytes]:
+        after = q.after_seq or 0
+        since = q.since or ""
+        out: list[bytes] = []
+        for path, chunks, compressed, last_seq, last_ts in self._sources():
+            if last_seq <= after or last_ts <= since or not chunks:
+                continue
+            start = max(
+                bisect.bisect_right([c.first_seq for c in chunks], after + 1) - 1,
+                bisect.bisect_right([c.first_ts for c in chunks], since) - 1 if since else 0,
+                0,
+            )
+            for i in range(start, len(chunks)):
+                for line in read_chunk(path, i, chunks, compressed):
+                    header = parse_header(line)
+                    if header is None:
+                        continue
+                    if q.before_seq is not None and header.seq >= q.before_seq:
+                        return out
+                    if header.seq <= after or header.timestamp <= since:
+                        continue
+                    if q.direction and header.direction != q.direction:
+                        continue
+                    out.append(line)
+                    if len(out) > limit:
+                        return out
+        return out
+
+    def _backward(self, q: Query, limit: int) -> list[bytes]:
+        before = q.before_seq if q.before_seq is not None else self.last_seq + 1
+        found: deque[bytes] = deque()
+        for path, chunks, compressed, _last_seq, _ in reversed(self._sources()):
+            if not chunks or chunks[0].first_seq >= before:
+                continue
+            start = bisect.bisect_left([c.first_seq for c in chunks], before) - 1
+            for i in range(start, -1, -1):
+                for line in reversed(read_chunk(path, i, chunks, compressed)):
+                    header = parse_header(line)
+                    if header is None or header.seq >= before:
+                        continue
+                    if q.direction and header.direction != q.direction:
+                        continue
+                    found.appendleft(line)
+                    if len(found) > limit:
+                        return list(found)
+        return list(found)
+
+    def iter_all(self) -> Iterator[bytes]:
+        """Every record line, oldest first (for tests and repair)."""
+        for path, chunks, compressed, _, _ in self._sources():
+            for i in range(len(chunks)):
+                yield from read_chunk(path, i, chunks, compressed)
 
 
-def last_seq_in(path: Path) -> int:
-    """The highest seq in the file, reading backwards from its end (a torn or invalid
-    last line is skipped, not fatal)."""
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return 0
-    with f:
-        end = f.seek(0, os.SEEK_END)
-        tail = b""
-        while end > 0:
-            start = max(0, end - TAIL_CHUNK)
-            f.seek(start)
-            tail = f.read(end - start) + tail
-            end = start
-            lines = tail.split(b"\n")
-            complete = lines if start == 0 else lines[1:]
-            for line in reversed(complete):
-                seq = _seq_of(line)
-                if seq is not None:
-                    return seq
-            tail = lines[0] if start > 0 else b""
-    return 0
-
-
-def _seq_of(line: bytes) -> int | None:
-    if not line.strip():
-        return None
-    try:
-        record = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    seq = record.get("seq") if isinstance(record, dict) else None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+def _hint(chunk: Chunk) -> bytes:
+    return f"{chunk.first_seq} {chunk.first_ts} {chunk.offset}\n".encode()

@@ -20,12 +20,14 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from .history import History
+from .config import LogRotation
+from .history import History, Repair, RunInThread
 from .pathpolicy import PathPolicy, is_within
 from .protocol import ErrorCode, ProjectState, ProjectStatus, ProtocolError, rfc3339
 from .storage import atomic_write_json, quarantine, remove_stray_tmp_files
 
 METADATA = "metadata.json"
+DEFAULT_ROTATION = LogRotation(size=100_000_000, count=10_000, compress=True, max_age=30 * 86400)
 
 
 def parse_time(value: object) -> datetime:
@@ -205,12 +207,21 @@ class ProjectRegistry:
     log = Logger()
 
     def __init__(
-        self, store: ProjectStore, policy: PathPolicy, max_projects: int, clock: IReactorTime
+        self,
+        store: ProjectStore,
+        policy: PathPolicy,
+        max_projects: int,
+        clock: IReactorTime,
+        rotation: LogRotation = DEFAULT_ROTATION,
+        run_in_thread: RunInThread | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.max_projects = max_projects
         self.clock = clock
+        self.rotation = rotation
+        self.run_in_thread = run_in_thread
+        self.history_repairs: dict[str, Repair] = {}
         self._projects: dict[str, Project] = {}
         self._histories: dict[str, History] = {}
 
@@ -218,17 +229,26 @@ class ProjectRegistry:
         """Milliseconds, as stored: a project equals itself after a restart."""
         return datetime.fromtimestamp(round(self.clock.seconds(), 3), UTC)
 
-    def load(self) -> RecoveryReport:
+    def load(self, full_check: bool = False) -> RecoveryReport:
+        """Projects and their histories, repaired; ``full_check`` reads every history file."""
         projects, report = self.store.load()
         self._projects = {p.id: p for p in projects}
         self._histories = {}
         for project in projects:
-            self._open_history(project)
+            self._open_history(project, full_check)
         return report
 
-    def _open_history(self, project: Project) -> None:
-        history = History(self.store.logs_dir(project.id), self.clock)
-        history.open()
+    def _open_history(self, project: Project, full_check: bool = False) -> None:
+        history = History(
+            self.store.logs_dir(project.id),
+            self.clock,
+            self.rotation,
+            self.store.corrupted_dir,
+            self.run_in_thread,
+        )
+        repair = history.open(full_check)
+        if repair != Repair():
+            self.history_repairs[project.id] = repair
         project.last_seq = history.last_seq
         self._histories[project.id] = history
 

@@ -207,6 +207,48 @@ class AgentNewSessionRequest(Request):
     NEEDS_PROJECT = True
 
 
+@attrs.frozen
+class GetMessagesRequest(Request):
+    TYPE = "get_messages"
+    NEEDS_PROJECT = True
+    after_seq: int | None = None
+    since: str | None = None  # normalised to our own RFC 3339 form
+    before_seq: int | None = None
+    limit: int = 100
+    direction: str | None = None  # None = all
+
+
+MAX_PAGE = 1000
+DIRECTIONS = ("client", "claude", "server", "all")
+
+
+def _get_messages(data: Mapping[str, Any]) -> GetMessagesRequest:
+    since = data.get("since")
+    if since is not None:
+        try:
+            if not isinstance(since, str):
+                raise ValueError
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00").replace("z", "+00:00"))
+            if moment.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            raise invalid("data.since", "must be an RFC 3339 time with a zone") from None
+        since = rfc3339(moment)
+    limit = data.get("limit", 100)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise invalid("data.limit", f"must be an integer from 1 to {MAX_PAGE}")
+    direction = data.get("direction", "all")
+    if direction not in DIRECTIONS:
+        raise invalid("data.direction", f"must be one of {', '.join(DIRECTIONS)}")
+    return GetMessagesRequest(
+        after_seq=_optional_seq(data, "after_seq"),
+        since=since,
+        before_seq=_optional_seq(data, "before_seq"),
+        limit=limit,
+        direction=None if direction == "all" else direction,
+    )
+
+
 def _execute(data: Mapping[str, Any]) -> ExecuteRequest:
     options = data.get("options")
     if options is not None and not isinstance(options, dict):
@@ -230,6 +272,7 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {
     "execute": _execute,
     "agent_kill": lambda d: AgentKillRequest(),
     "agent_new_session": lambda d: AgentNewSessionRequest(),
+    "get_messages": _get_messages,
 }
 
 REQUEST_TYPES: frozenset[str] = frozenset(_PARSERS)
@@ -324,7 +367,45 @@ class AgentMessage:
         )
 
 
-Outgoing = Message | AgentMessage
+@attrs.frozen
+class HistoryMessage:
+    """``message_history`` around stored Record lines (never parsed or re-serialised)."""
+
+    project_id: str
+    lines: list[bytes]
+    has_more: bool
+    first_seq: int | None
+    last_seq: int | None
+    project_last_seq: int
+    request_id: str | None = None
+    type: ClassVar[str] = "message_history"
+
+    def encode(self) -> bytes:
+        head: dict[str, Any] = {"type": "message_history", "project_id": self.project_id}
+        if self.request_id is not None:
+            head["request_id"] = self.request_id
+        tail = {
+            "has_more": self.has_more,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "project_last_seq": self.project_last_seq,
+        }
+        return b"".join(
+            (
+                json.dumps(head, ensure_ascii=False)[:-1].encode(),
+                b',"data":{"messages":[',
+                b",".join(self.lines),
+                b"],",
+                json.dumps(tail)[1:].encode(),
+                b"}",
+            )
+        )
+
+    def replying_to(self, request_id: str | None) -> HistoryMessage:
+        return attrs.evolve(self, request_id=request_id)
+
+
+Outgoing = Message | AgentMessage | HistoryMessage
 
 
 def error_message(

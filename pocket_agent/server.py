@@ -22,8 +22,9 @@ from twisted.logger import Logger
 from . import __version__
 from .config import Config
 from .execution import Executor
+from .history import Query
 from .projects import Project, ProjectRegistry
-from .protocol import Message, Outgoing, ProjectState, rfc3339
+from .protocol import HistoryMessage, Message, Outgoing, ProjectState, rfc3339
 from .storage import DataDirLock
 
 CLOSE_GOING_AWAY = 1001
@@ -211,6 +212,18 @@ class PocketAgent(Service):
         following = self._following.get(peer.connection_id, [])
         if project_id in following:
             following.remove(project_id)
+
+    def history_page(self, project_id: str, query: Query) -> HistoryMessage:
+        self.registry.get(project_id)
+        page = self.registry.history(project_id).query(query)
+        return HistoryMessage(
+            project_id,
+            page.lines,
+            page.has_more,
+            page.first_seq,
+            page.last_seq,
+            page.project_last_seq,
+        )
 
     # ------------------------------------------------------------------ fan-out
 

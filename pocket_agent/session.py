@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from twisted.logger import Logger
 
 from . import __version__
+from .history import Query
 from .protocol import (
+    MAX_PAGE,
     PROTOCOL_VERSION,
     AgentKillRequest,
     AgentNewSessionRequest,
     Envelope,
     ErrorCode,
     ExecuteRequest,
+    GetMessagesRequest,
     HealthRequest,
+    HistoryMessage,
     Message,
     Outgoing,
     ProjectCreateRequest,
@@ -40,7 +43,7 @@ from .protocol import (
 )
 from .server import PocketAgent
 
-Reply = Callable[[Message], None]
+Reply = Callable[[Message | HistoryMessage], None]
 
 
 class Session:
@@ -182,15 +185,19 @@ class Session:
         }
         reply(Message("project_join", joined, project_id=pid))
         if request.after_seq is not None:
-            # History replay (issue 4) plugs in here; until then nothing is kept to replay.
-            history: dict[str, Any] = {
-                "messages": [],
-                "has_more": False,
-                "first_seq": None,
-                "last_seq": None,
-                "project_last_seq": project.last_seq,
-            }
-            reply(Message("message_history", history, project_id=pid))
+            # Same reactor turn as the join: no record can slip between the replay and
+            # the live stream, so the client sees no gap and no duplicate.
+            reply(self.agent.history_page(pid, Query(after_seq=request.after_seq, limit=MAX_PAGE)))
+
+    def _on_get_messages(self, request: GetMessagesRequest, pid: str, reply: Reply) -> None:
+        query = Query(
+            after_seq=request.after_seq,
+            since=request.since,
+            before_seq=request.before_seq,
+            limit=request.limit,
+            direction=request.direction,
+        )
+        reply(self.agent.history_page(pid, query))
 
     def _on_project_leave(self, request: ProjectLeaveRequest, pid: str, reply: Reply) -> None:
         self.agent.leave(self, pid)

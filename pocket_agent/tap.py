@@ -28,6 +28,7 @@ from twisted.internet.interfaces import (
     IReactorCore,
     IStreamServerEndpoint,
 )
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
@@ -259,6 +260,9 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> MultiServ
         ),
         config.limits.max_projects,
         reactor,
+        config.log_rotation,
+        # Compression of rotated history files runs off the reactor thread.
+        lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
     )
     agent = PocketAgent(config, registry, reactor, DataDirLock(config.data_dir / ".lock"))
     authenticator = Authenticator(

@@ -229,6 +229,7 @@ class Harness:
             PathPolicy.build(config.projects.allowed_roots, config.root, config.data_dir),
             config.limits.max_projects,
             self.clock,
+            config.log_rotation,
         )
         self.agent = PocketAgent(
             config,

@@ -1,0 +1,367 @@
+"""History: rotation, compression, expiry, queries and recovery, in memory time."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from pocket_agent.config import LogRotation
+from pocket_agent.history import CURRENT, INDEX, History, Query
+from pocket_agent.segments import CHUNK_RECORDS
+
+DIRECTIONS = ("client", "claude", "server")
+DAY = 86400.0
+
+
+def make(
+    tmp: Path,
+    clock: Clock | None = None,
+    size: int = 10**9,
+    count: int = 10**9,
+    compress: bool = False,
+    max_age: float = 0,
+    run_in_thread: Any = None,
+) -> History:
+    history = History(
+        tmp / "logs",
+        clock or Clock(),
+        LogRotation(size=size, count=count, compress=compress, max_age=max_age),
+        tmp / "corrupted",
+        run_in_thread,
+    )
+    history.open()
+    return history
+
+
+def fill(history: History, n: int, clock: Clock | None = None) -> list[dict[str, Any]]:
+    written = []
+    for i in range(n):
+        direction = DIRECTIONS[i % 3]
+        record = history.append("run-1", direction, {"type": "t", "i": i, "pad": "x" * (i % 50)})
+        written.append(json.loads(record.line))
+        if clock is not None:
+            clock.advance(1)
+    return written
+
+
+def seqs(lines: list[bytes]) -> list[int]:
+    return [json.loads(line)["seq"] for line in lines]
+
+
+# ------------------------------------------------------------------ invariants
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(min_value=0, max_value=120),
+    count=st.integers(min_value=1, max_value=40),
+    compress=st.booleans(),
+    limits=st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=5),
+    direction=st.sampled_from([None, *DIRECTIONS]),
+)
+def test_paging_reads_every_record_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    n: int,
+    count: int,
+    compress: bool,
+    limits: list[int],
+    direction: str | None,
+) -> None:
+    tmp = tmp_path_factory.mktemp("h")
+    history = make(tmp, count=count, compress=compress)
+    written = fill(history, n)
+    expected = [r["seq"] for r in written if direction in (None, r["direction"])]
+
+    # Forward, by after_seq, with changing page sizes.
+    got: list[int] = []
+    after = 0
+    for i in range(n + 2):
+        page = history.query(
+            Query(after_seq=after, limit=limits[i % len(limits)], direction=direction)
+        )
+        got += seqs(page.lines)
+        if not page.has_more:
+            break
+        assert page.last_seq is not None
+        after = page.last_seq
+    assert got == expected
+
+    # Backward, by before_seq, newest first pages.
+    got = []
+    before: int | None = None
+    for i in range(n + 2):
+        page = history.query(
+            Query(before_seq=before, limit=limits[i % len(limits)], direction=direction)
+        )
+        got = seqs(page.lines) + got
+        if not page.has_more:
+            break
+        before = page.first_seq
+    assert got == expected
+    assert history.last_seq == n
+    # Every stored line is a whole record, in seq order, in exactly one file.
+    assert [json.loads(line)["seq"] for line in history.iter_all()] == list(range(1, n + 1))
+    history.close()
+
+
+def test_rotation_by_count_names_files_in_utc_and_never_splits(tmp_path: Path) -> None:
+    clock = Clock()
+    clock.advance(1_764_270_000)  # 2025-11-27T19:00:00Z
+    history = make(tmp_path, clock, count=10)
+    fill(history, 25)
+    names = sorted(p.name for p in (tmp_path / "logs").glob("messages_*.jsonl"))
+    assert names == [
+        "messages_2025-11-27_19-00-00-2.jsonl",
+        "messages_2025-11-27_19-00-00.jsonl",
+        "messages_current.jsonl",
+    ]
+    for name in names:
+        for line in (tmp_path / "logs" / name).read_bytes().splitlines():
+            json.loads(line)
+    index = json.loads((tmp_path / "logs" / INDEX).read_text())
+    assert [(s["first_seq"], s["last_seq"], s["records"]) for s in index["segments"]] == [
+        (1, 10, 10),
+        (11, 20, 10),
+    ]
+
+
+def test_rotation_by_size(tmp_path: Path) -> None:
+    history = make(tmp_path, size=2000)
+    fill(history, 40)
+    rotated = [s for s in history.segments]
+    assert len(rotated) >= 2
+    for segment in rotated:
+        assert (tmp_path / "logs" / segment.name).stat().st_size >= 2000
+        assert (tmp_path / "logs" / segment.name).stat().st_size < 2000 + 200
+
+
+def test_compressed_files_are_plain_gzip(tmp_path: Path) -> None:
+    history = make(tmp_path, count=CHUNK_RECORDS * 2 + 10, compress=True)
+    written = fill(history, CHUNK_RECORDS * 2 + 15)
+    [segment] = history.segments
+    assert segment.name.endswith(".jsonl.gz")
+    assert len(segment.chunks) == 3
+    assert not (tmp_path / "logs" / segment.name.removesuffix(".gz")).exists()
+    with gzip.open(tmp_path / "logs" / segment.name) as f:  # what zcat sees
+        lines = f.read().splitlines()
+    assert [json.loads(line) for line in lines] == written[: CHUNK_RECORDS * 2 + 10]
+
+
+def test_compression_runs_off_the_reactor_and_reads_go_on_meanwhile(tmp_path: Path) -> None:
+    jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+    def run_in_thread(f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        jobs.append((f, args, d))
+        return d
+
+    history = make(tmp_path, count=10, compress=True, run_in_thread=run_in_thread)
+    fill(history, 25)
+    assert len(jobs) == 1  # one at a time
+    assert seqs(history.query(Query(after_seq=0, limit=30)).lines) == list(range(1, 26))
+    f, args, d = jobs.pop()
+    d.callback(f(*args))  # the "thread" finishes
+    assert history.segments[0].compressed
+    assert not (tmp_path / "logs" / history.segments[0].name.removesuffix(".gz")).exists()
+    assert len(jobs) == 1  # the next one starts
+    f, args, d = jobs.pop()
+    d.callback(f(*args))
+    assert all(s.compressed for s in history.segments)
+    assert seqs(history.query(Query(after_seq=0, limit=30)).lines) == list(range(1, 26))
+
+
+def test_old_rotated_files_expire(tmp_path: Path) -> None:
+    clock = Clock()
+    history = make(tmp_path, clock, count=10, max_age=30 * DAY)
+    fill(history, 10)  # one rotated file, last record at t=0
+    clock.advance(29 * DAY)
+    fill(history, 10)  # rotated at t=29d: expiry runs, nothing old enough yet
+    assert len(history.segments) == 2
+    clock.advance(2 * DAY)
+    fill(history, 10)
+    assert [s.first_seq for s in history.segments] == [11, 21]
+    assert len(list((tmp_path / "logs").glob("messages_*.jsonl"))) == 3  # 2 rotated + current
+    assert history.query(Query(after_seq=0, limit=5)).first_seq == 11
+
+
+# ---------------------------------------------------------------------- queries
+
+
+def test_newest_first_page_and_has_more(tmp_path: Path) -> None:
+    history = make(tmp_path, count=7)
+    fill(history, 30)
+    page = history.query(Query(limit=5))
+    assert (seqs(page.lines), page.has_more, page.first_seq, page.last_seq) == (
+        [26, 27, 28, 29, 30],
+        True,
+        26,
+        30,
+    )
+    page = history.query(Query(before_seq=4, limit=5))
+    assert (seqs(page.lines), page.has_more) == ([1, 2, 3], False)
+    assert page.project_last_seq == 30
+
+
+def test_since_is_exclusive(tmp_path: Path) -> None:
+    clock = Clock()
+    history = make(tmp_path, clock, count=4)
+    written = fill(history, 12, clock)
+    since = written[5]["timestamp"]
+    page = history.query(Query(since=since, limit=3))
+    assert seqs(page.lines) == [7, 8, 9] and page.has_more
+    page = history.query(Query(since=since, after_seq=9, limit=10))
+    assert seqs(page.lines) == [10, 11, 12] and not page.has_more
+
+
+def test_after_seq_with_before_seq_is_a_range(tmp_path: Path) -> None:
+    history = make(tmp_path, count=5)
+    fill(history, 20)
+    page = history.query(Query(after_seq=3, before_seq=9, limit=100))
+    assert (seqs(page.lines), page.has_more) == ([4, 5, 6, 7, 8], False)
+
+
+def test_empty_history(tmp_path: Path) -> None:
+    history = make(tmp_path)
+    for q in (Query(), Query(after_seq=0), Query(before_seq=5)):
+        page = history.query(q)
+        assert (page.lines, page.has_more, page.first_seq, page.last_seq) == (
+            [],
+            False,
+            None,
+            None,
+        )
+
+
+# --------------------------------------------------------------------- restarts
+
+
+def test_seq_continues_after_reopen_with_and_without_index(tmp_path: Path) -> None:
+    history = make(tmp_path, count=6, compress=True)
+    fill(history, 20)
+    history.close()
+    again = make(tmp_path, count=6, compress=True)
+    assert again.last_seq == 20
+    assert again.append(None, "server", {"type": "x"}).seq == 21
+    again.close()
+    (tmp_path / "logs" / INDEX).unlink()
+    third = make(tmp_path, count=6, compress=True)
+    assert third.repair.index_rebuilt
+    assert third.last_seq == 21
+    assert seqs(list(third.iter_all())) == list(range(1, 22))
+    assert seqs(third.query(Query(after_seq=5, limit=3)).lines) == [6, 7, 8]
+
+
+def test_stale_index_is_rebuilt(tmp_path: Path) -> None:
+    history = make(tmp_path, count=5)
+    fill(history, 12)
+    history.close()
+    stale = (tmp_path / "logs" / INDEX).read_text()
+    again = make(tmp_path, count=5)
+    fill(again, 5)  # another rotation the stale index does not know
+    again.close()
+    (tmp_path / "logs" / INDEX).write_text(stale)
+    third = make(tmp_path, count=5)
+    assert third.repair.index_rebuilt
+    assert seqs(list(third.iter_all())) == list(range(1, 18))
+
+
+def test_torn_last_line_is_cut_and_saved(tmp_path: Path) -> None:
+    history = make(tmp_path)
+    fill(history, 5)
+    history.close()
+    with open(tmp_path / "logs" / CURRENT, "ab") as f:
+        f.write(b'{"seq":6,"timestamp":"2026-01-01T00:00:00.000Z","run_id":null,"dir')
+    again = make(tmp_path)
+    assert again.repair.torn_bytes == 66
+    assert again.last_seq == 5
+    [saved] = (tmp_path / "corrupted").iterdir()
+    assert saved.read_bytes().startswith(b'{"seq":6')
+    assert again.append(None, "server", {"type": "x"}).seq == 6
+    assert seqs(list(again.iter_all())) == [1, 2, 3, 4, 5, 6]
+
+
+def test_garbage_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    history = make(tmp_path)
+    fill(history, 3)
+    history.close()
+    with open(tmp_path / "logs" / CURRENT, "ab") as f:
+        f.write(b"garbage that is not a record\n")
+    again = make(tmp_path)
+    assert again.repair.invalid_lines == 1
+    fill(again, 2)
+    page = again.query(Query(after_seq=0, limit=10))
+    assert seqs(page.lines) == [1, 2, 3, 4, 5]
+
+
+def test_stray_tmp_files_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / ".messages_x.jsonl.gz.tmp").write_bytes(b"half")
+    history = make(tmp_path)
+    assert history.repair.tmp_removed == 1
+    assert not (tmp_path / "logs" / ".messages_x.jsonl.gz.tmp").exists()
+
+
+def test_interrupted_compression_keeps_the_plain_file(tmp_path: Path) -> None:
+    history = make(tmp_path, count=5)
+    fill(history, 7)
+    history.close()
+    [segment] = history.segments
+    plain = tmp_path / "logs" / segment.name
+    (tmp_path / "logs" / (segment.name + ".gz")).write_bytes(
+        gzip.compress(plain.read_bytes()[:10])
+    )
+    again = make(tmp_path, count=5)
+    assert not (tmp_path / "logs" / (segment.name + ".gz")).exists()
+    assert seqs(list(again.iter_all())) == list(range(1, 8))
+
+
+def test_chunk_hints_survive_restarts_and_bad_hints_are_ignored(tmp_path: Path) -> None:
+    history = make(tmp_path)
+    fill(history, CHUNK_RECORDS * 2 + 3)
+    history.close()
+    hints = (tmp_path / "logs" / "current.chunks").read_text().splitlines()
+    assert [h.split()[0] for h in hints] == [
+        "1",
+        str(CHUNK_RECORDS + 1),
+        str(2 * CHUNK_RECORDS + 1),
+    ]
+    again = make(tmp_path)
+    assert seqs(again.query(Query(after_seq=CHUNK_RECORDS + 5, limit=3)).lines) == [
+        CHUNK_RECORDS + 6,
+        CHUNK_RECORDS + 7,
+        CHUNK_RECORDS + 8,
+    ]
+    again.close()
+    (tmp_path / "logs" / "current.chunks").write_text("9 x 999999999\n")
+    third = make(tmp_path)
+    assert seqs(third.query(Query(before_seq=3, limit=5)).lines) == [1, 2]
+    assert third.append(None, "server", {}).seq == CHUNK_RECORDS * 2 + 4
+
+
+def test_fsync_within_a_second_while_streaming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    clock = Clock()
+    history = make(tmp_path, clock)
+    synced.clear()
+    fill(history, 3)
+    assert synced == []
+    clock.advance(1)
+    assert len(synced) == 1
+    fill(history, 1)
+    clock.advance(1)
+    assert len(synced) == 2
