@@ -17,7 +17,8 @@ from twisted.python import usage
 from . import __version__
 from .auth import TokenFile, ensure_token, new_token, write_token
 from .config import Config
-from .tap import Options, build_service, exit_cleanly_on_signals, listen_plan
+from .storage import DataDirLock, DataDirLocked
+from .tap import Options, build_registry, build_service, exit_cleanly_on_signals, listen_plan
 from .tls import ensure_dev_certificate
 
 
@@ -103,7 +104,62 @@ def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"token": token_command}
+class RepairOptions(Options):
+    synopsis = "repair [--root DIR] [--data-dir DIR] [--config PATH]"
+
+
+def repair_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
+    """SPEC §6 start-up recovery on a stopped server's data, reading every history file."""
+    options = RepairOptions()
+    try:
+        options.parseOptions(list(argv))
+    except usage.UsageError as e:
+        print(f"pocket-agent-server repair: {e}", file=sys.stderr)
+        return 2
+    config = options.config
+    assert config is not None
+    from twisted.internet import reactor
+
+    lock = DataDirLock(config.data_dir / ".lock")
+    try:
+        lock.acquire()
+    except DataDirLocked as e:
+        print(f"pocket-agent-server repair: {e.message}; stop the server first", file=sys.stderr)
+        return 1
+    try:
+        registry = build_registry(config, reactor)
+        registry.run_in_thread = None  # compress here and now, in this process
+        report = registry.load(full_check=True)
+        registry.close()
+    finally:
+        lock.release()
+    print(f"{config.data_dir}: {report.loaded} projects", file=out)
+    for item in report.quarantined:
+        print(f"  quarantined {item}", file=out)
+    for pid in report.rebuilt:
+        print(f"  rebuilt metadata of {pid} from the project index", file=out)
+    for pid in report.lost:
+        print(f"  LOST {pid}: no readable metadata and no index entry", file=out)
+    if report.tmp_removed:
+        print(f"  removed {report.tmp_removed} stray temporary files", file=out)
+    for pid, repair in registry.history_repairs.items():
+        fixes = [
+            f"cut {repair.torn_bytes} torn bytes" if repair.torn_bytes else "",
+            f"skipped {repair.invalid_lines} invalid lines" if repair.invalid_lines else "",
+            f"expired {repair.segments_expired} old files" if repair.segments_expired else "",
+            f"removed {repair.tmp_removed} temporary files" if repair.tmp_removed else "",
+        ]
+        text = ", ".join(f for f in fixes if f) or "index rebuilt"
+        print(f"  history of {pid}: {text}", file=out)
+    for project in registry.all():
+        print(f"  {project.id} {project.path} last_seq={project.last_seq}", file=out)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "token": token_command,
+    "repair": repair_command,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

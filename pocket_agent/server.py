@@ -88,6 +88,16 @@ class PocketAgent(Service):
             self.log.warn("Rebuilt metadata from the project index", project_id=pid)
         for pid in report.lost:
             self.log.error("Project lost: no readable metadata and no index entry", project_id=pid)
+        for pid, repair in self.registry.history_repairs.items():
+            self.log.warn(
+                "Repaired history",
+                project_id=pid,
+                torn_bytes=repair.torn_bytes,
+                invalid_lines=repair.invalid_lines,
+                index_rebuilt=repair.index_rebuilt,
+                expired_files=repair.segments_expired,
+                tmp_removed=repair.tmp_removed,
+            )
         self.log.info(
             "Loaded {count} projects",
             count=report.loaded,

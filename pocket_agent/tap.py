@@ -232,21 +232,9 @@ class ReadyAnnouncement(Service):
         )
 
 
-def build_service(config: Config, reactor: Any, stdout: Any = None) -> MultiService:
-    """Everything the server runs, not yet started. Raises StartupError with one line."""
-    plan = listen_plan(config)
-    created = []
-    try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        if ensure_dev_certificate(config.tls.cert, config.tls.key):
-            created.append(f"self-signed certificate {config.tls.cert}")
-        if ensure_token(config.auth.token_file):
-            created.append(f"auth token {config.auth.token_file}")
-        tls_options = ReloadableServerOptions(config.tls.cert, config.tls.key)
-    except (OSError, TLSError) as e:
-        raise StartupError(str(e)) from None
-
-    registry = ProjectRegistry(
+def build_registry(config: Config, reactor: Any) -> ProjectRegistry:
+    """Projects and their histories as the server (and ``repair``) sees them."""
+    return ProjectRegistry(
         ProjectStore(config.data_dir),
         PathPolicy.build(
             config.projects.allowed_roots,
@@ -264,6 +252,23 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> MultiServ
         # Compression of rotated history files runs off the reactor thread.
         lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
     )
+
+
+def build_service(config: Config, reactor: Any, stdout: Any = None) -> MultiService:
+    """Everything the server runs, not yet started. Raises StartupError with one line."""
+    plan = listen_plan(config)
+    created = []
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        if ensure_dev_certificate(config.tls.cert, config.tls.key):
+            created.append(f"self-signed certificate {config.tls.cert}")
+        if ensure_token(config.auth.token_file):
+            created.append(f"auth token {config.auth.token_file}")
+        tls_options = ReloadableServerOptions(config.tls.cert, config.tls.key)
+    except (OSError, TLSError) as e:
+        raise StartupError(str(e)) from None
+
+    registry = build_registry(config, reactor)
     agent = PocketAgent(config, registry, reactor, DataDirLock(config.data_dir / ".lock"))
     authenticator = Authenticator(
         TokenFile(config.auth.token_file).current, config.auth.trust_loopback, reactor
