@@ -50,6 +50,10 @@ def _text(field: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         if not isinstance(value, str) or not value or "\x00" in value:
             raise invalid(f"data.options.{field}", "must be a non-empty string")
+        if value.startswith("-"):
+            # The CLI's list flags read values until the next "-…" word, so such a
+            # value would smuggle in a flag of the client's choosing.
+            raise invalid(f"data.options.{field}", "must not start with '-'")
         return value
 
     return parse

@@ -34,7 +34,7 @@ from .protocol import (
     error_message,
     project_state_message,
 )
-from .runs import Outcome, Run, RunResult, StopReason, Timeouts
+from .runs import Outcome, Run, RunResult, RunState, StopReason, Timeouts
 
 if TYPE_CHECKING:
     from .config import Config
@@ -51,6 +51,8 @@ class Executor:
         self.runs: dict[str, Run] = {}  # project id -> its active run
         self._waiting: dict[str, list[Deferred[None]]] = {}
         self.setsid = shutil.which("setsid")
+        if self.setsid is None:
+            self.log.warn("No setsid (util-linux): claude will share the server's process group")
         self.environ: dict[str, str] = dict(os.environ)
         self.tree_factory: Callable[[int], ProcessTree] | None = None  # tests inject fakes
         self.probe_versions = True
@@ -114,6 +116,9 @@ class Executor:
         run_id = str(uuid.uuid4())
         argv = build_argv(binary, claude, options, project.session_id)
         timeouts = self.config.timeouts
+        # A zero grace would never arm the escalation; a tenth of a second still gives
+        # claude its chance to answer SIGINT.
+        grace = max(timeouts.kill_grace, 0.1)
         sink = _RunSink(self, project, run_id)
         run = Run(
             run_id,
@@ -122,42 +127,38 @@ class Executor:
             build_env(claude, self.environ),
             project.path,
             self.reactor,
-            Timeouts(timeouts.execution, timeouts.no_output, timeouts.kill_grace),
+            Timeouts(timeouts.execution, timeouts.no_output, grace),
             sink,
             self.setsid,
             self.tree_factory,
         )
         self.runs[project_id] = run
-        if requester is not None:
-            self.agent.join(requester, project_id)
-        project.status = ProjectStatus.EXECUTING
-        project.error_details = None
-        project.last_active = registry.now()
-        registry.save(project)
-        self.agent.publish(project_id, project_state_message(self.agent.state_of(project)))
-        acknowledge(run_id)
-        sink.record(
-            "client", {"type": "user_prompt", "prompt": prompt, "options": options.to_wire()}
-        )
-        sink.record(
-            "server",
-            {
-                "type": "execution_started",
-                "run_id": run_id,
-                "cwd": str(project.path),
-                "argv": argv,
-            },
-        )
-        self.log.info(
-            "Execution started", project_id=project_id, run_id=run_id, resume=project.session_id
-        )
         try:
+            if requester is not None:
+                self.agent.join(requester, project_id)
+            project.status = ProjectStatus.EXECUTING
+            project.error_details = None
+            project.last_active = registry.now()
+            registry.save(project)
+            self.agent.publish(project_id, project_state_message(self.agent.state_of(project)))
+            acknowledge(run_id)
+            prompt_record = {"type": "user_prompt", "prompt": prompt, "options": options.to_wire()}
+            sink.record("client", prompt_record)
+            started = {"type": "execution_started", "run_id": run_id, "cwd": str(project.path)}
+            sink.record("server", {**started, "argv": argv})
+            self.log.info(
+                "Execution started",
+                project_id=project_id,
+                run_id=run_id,
+                resume=project.session_id,
+            )
             run.start()
         except Exception:
-            # A bug, not a claude failure: leave the project usable, then report it.
-            self.runs.pop(project_id, None)
-            project.status = ProjectStatus.IDLE
-            self.agent.publish(project_id, project_state_message(self.agent.state_of(project)))
+            # A bug or a full disk, not a claude failure: leave the project usable.
+            if run.transport is None and run.state is not RunState.FINISHED:
+                self.runs.pop(project_id, None)
+                project.status = ProjectStatus.IDLE
+                self.agent.publish(project_id, project_state_message(self.agent.state_of(project)))
             raise
         return run_id
 
@@ -211,11 +212,16 @@ class Executor:
         return DeferredList(waits) if waits else succeed(None)
 
     def force_kill_all(self) -> None:
-        """Shutdown ran out of time: SIGKILL everything that is left at once."""
+        """Shutdown is running out of time: SIGKILL everything that is left at once."""
         for run in list(self.runs.values()):
             if run.stop_reason is None:
                 run.stop(StopReason.SHUTDOWN)
             run.kill_now()
+
+    def force_finish_all(self) -> None:
+        """Shutdown is out of time: record every run as ended with what we know."""
+        for run in list(self.runs.values()):
+            run.force_finish()
 
     def finished(self, project_id: str) -> Deferred[None]:
         if project_id not in self.runs:
@@ -227,6 +233,19 @@ class Executor:
     # -------------------------------------------------------------- from a run
 
     def _run_finished(self, project: Project, result: RunResult) -> None:
+        """Record and announce the end; whatever fails here (a full disk), the project
+        leaves EXECUTING and anyone waiting for the run hears of its end."""
+        try:
+            self._report_end(project, result)
+        finally:
+            self.runs.pop(project.id, None)
+            if project.status is ProjectStatus.EXECUTING:
+                project.status = ProjectStatus.ERROR
+                project.error_details = "the end of the run could not be recorded"
+            for d in self._waiting.pop(project.id, []):
+                d.callback(None)
+
+    def _report_end(self, project: Project, result: RunResult) -> None:
         registry = self.agent.registry
         sink = _RunSink(self, project, result.run_id)
         sink.record("server", {"type": "execution_finished", **result.to_wire()})
@@ -245,10 +264,10 @@ class Executor:
         project.status = ProjectStatus.ERROR if failed else ProjectStatus.IDLE
         project.error_details = result.error if failed else None
         project.last_active = registry.now()
-        registry.save(project)
-        registry.history(project.id).sync()
         self.runs.pop(project.id, None)
         self.agent.publish(project.id, project_state_message(self.agent.state_of(project)))
+        registry.save(project)
+        registry.history(project.id).sync()
         self.log.info(
             "Execution completed",
             project_id=project.id,
@@ -260,8 +279,6 @@ class Executor:
             cost_usd=result.cost_usd,
             error=result.error,
         )
-        for d in self._waiting.pop(project.id, []):
-            d.callback(None)
 
 
 class _VersionProbe(ProcessProtocol):
@@ -325,10 +342,18 @@ class _RunSink:
         agent.publish(self.project.id, AgentMessage(self.project.id, record.line))
 
     def claude_line(self, message: dict[str, Any], raw: bytes) -> None:
-        self.record("claude", message, raw)
+        self._safely(self.record, "claude", message, raw)
 
     def server_event(self, message: dict[str, Any]) -> None:
-        self.record("server", message)
+        self._safely(self.record, "server", message)
+
+    def _safely(self, fn: Callable[..., None], *args: Any) -> None:
+        """An error here must not reach the process protocol (Twisted would close
+        claude's pipe): log it, the run goes on."""
+        try:
+            fn(*args)
+        except Exception:
+            self.executor.log.failure("Recording output of {pid} failed", pid=self.project.id)
 
     def session_seen(self, session_id: str) -> None:
         project = self.project

@@ -45,6 +45,8 @@ from .segments import (
 from .storage import fsync_dir
 
 CURRENT = "messages_current.jsonl"
+# One page is one WebSocket frame: keep it well below a connection's send buffer.
+MAX_PAGE_BYTES = 4 * 1024 * 1024
 CHUNKS = "current.chunks"
 INDEX = "index.json"
 
@@ -136,6 +138,7 @@ class History:
         self._sync_call: IDelayedCall | None = None
         self._compressing: Deferred[Any] | None = None
         self.repair = Repair()
+        self._floor = 0
 
     # ---------------------------------------------------------------- open/close
 
@@ -152,8 +155,10 @@ class History:
         self.last_seq = max(
             self._last.seq if self._last else 0,
             self.segments[-1].last_seq if self.segments else 0,
+            self._floor,
         )
-        self._file = open(self.path, "ab")
+        # Unbuffered: a failed write is rolled back at once and never reappears later.
+        self._file = open(self.path, "ab", buffering=0)
         self._size = self._file.tell()
         self._chunks_file = open(self.directory / CHUNKS, "ab")
         self.expire()
@@ -211,7 +216,10 @@ class History:
 
     def _load_segments(self, full_check: bool) -> None:
         on_disk = {p.name for p in self.directory.glob("messages_*.jsonl*") if p.name != CURRENT}
-        index = None if full_check else read_index(self.directory / INDEX)
+        stored = read_index(self.directory / INDEX)
+        if stored is not None:
+            self._floor = stored[1]
+        index = None if full_check or stored is None else stored[0]
         if index is not None:
             names = {s.name for s in index}
             if names == on_disk:
@@ -233,7 +241,7 @@ class History:
         segments.sort(key=lambda s: s.first_seq)
         self.segments = segments
         self.repair.index_rebuilt = True
-        write_index(self.directory / INDEX, segments)
+        write_index(self.directory / INDEX, segments, self._floor)
 
     def _load_current(self, full_check: bool) -> None:
         """Chunk table of the current file from its hint file, then scan only the last chunk."""
@@ -310,13 +318,11 @@ class History:
             raw = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
         line = encode_record(seq, timestamp, run_id, direction, raw)
         header = Header(seq, timestamp, direction)
+        self._write_all(line + b"\n")
         chunks_before = len(self._chunks.chunks)
         self._chunks.add(header, self._size, len(line) + 1)
-        self._file.write(line + b"\n")
-        self._file.flush()
         if len(self._chunks.chunks) != chunks_before:
-            self._chunks_file.write(_hint(self._chunks.chunks[-1]))
-            self._chunks_file.flush()
+            self._write_hint(self._chunks.chunks[-1])
         self._size += len(line) + 1
         self._first = self._first or header
         self._last = header
@@ -327,6 +333,28 @@ class History:
         if self._size >= self.rotation.size or self._current_records >= self.rotation.count:
             self.rotate()
         return record
+
+    def _write_all(self, data: bytes) -> None:
+        """The whole line or nothing: a partial write is cut off again before raising,
+        so a failed append leaves no trace and its seq is reused by the next one."""
+        assert self._file is not None
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._file.write(view)
+                view = view[written or 0 :]
+        except OSError:
+            os.ftruncate(self._file.fileno(), self._size)
+            raise
+
+    def _write_hint(self, chunk: Chunk) -> None:
+        """Hints only speed up the next start; losing one is harmless (it is validated)."""
+        assert self._chunks_file is not None
+        try:
+            self._chunks_file.write(_hint(chunk))
+            self._chunks_file.flush()
+        except OSError:
+            self.log.failure("Could not write a chunk hint in {dir}", dir=str(self.directory))
 
     @property
     def _current_records(self) -> int:
@@ -364,10 +392,10 @@ class History:
             chunks=tuple(self._chunks.chunks),
         )
         self.segments.append(segment)
-        write_index(self.directory / INDEX, self.segments)
+        write_index(self.directory / INDEX, self.segments, self.last_seq)
         (self.directory / CHUNKS).unlink(missing_ok=True)
         fsync_dir(self.directory)
-        self._file = open(self.path, "ab")
+        self._file = open(self.path, "ab", buffering=0)
         self._chunks_file = open(self.directory / CHUNKS, "ab")
         self._size = 0
         self._chunks = ChunkBuilder()
@@ -400,7 +428,7 @@ class History:
             self._compressing = None
             if segment in self.segments:
                 self.segments[self.segments.index(segment)] = compressed
-                write_index(self.directory / INDEX, self.segments)
+                write_index(self.directory / INDEX, self.segments, self.last_seq)
                 (self.directory / segment.name).unlink(missing_ok=True)
             else:  # expired meanwhile
                 (self.directory / compressed.name).unlink(missing_ok=True)
@@ -421,7 +449,7 @@ class History:
         if not old:
             return 0
         self.segments = [s for s in self.segments if s not in old]
-        write_index(self.directory / INDEX, self.segments)
+        write_index(self.directory / INDEX, self.segments, self.last_seq)
         for segment in old:
             (self.directory / segment.name).unlink(missing_ok=True)
         self.repair.segments_expired += len(old)
@@ -430,13 +458,16 @@ class History:
     # --------------------------------------------------------------------- query
 
     def query(self, q: Query) -> Page:
+        """At most ``limit`` records and about ``MAX_PAGE_BYTES`` (always at least one
+        record); ``has_more`` says whether the page was cut short."""
         limit = max(1, min(q.limit, MAX_PAGE))
-        lines = self._forward(q, limit) if q.forward else self._backward(q, limit)
-        has_more = len(lines) > limit
-        if q.forward:
-            lines = lines[:limit]
-        else:
-            lines = lines[-limit:] if has_more else lines
+        found = self._forward(q, limit) if q.forward else self._backward(q, limit)
+        has_more = len(found) > limit
+        if q.forward:  # keep the oldest
+            lines = _cap_bytes(found[:limit])
+        else:  # keep the newest
+            lines = _cap_bytes(found[-limit:][::-1])[::-1]
+        has_more = has_more or len(lines) < len(found[:limit])
         first = parse_header(lines[0]) if lines else None
         last = parse_header(lines[-1]) if lines else None
         return Page(
@@ -511,6 +542,15 @@ class History:
         for path, chunks, compressed, _, _ in self._sources():
             for i in range(len(chunks)):
                 yield from read_chunk(path, i, chunks, compressed)
+
+
+def _cap_bytes(lines: list[bytes]) -> list[bytes]:
+    total = 0
+    for i, line in enumerate(lines):
+        total += len(line)
+        if total > MAX_PAGE_BYTES and i > 0:
+            return lines[:i]
+    return lines
 
 
 def _hint(chunk: Chunk) -> bytes:

@@ -15,11 +15,21 @@ import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import attrs
+
 PROC = Path("/proc")
 
 
-def read_stat(pid: int, proc: Path = PROC) -> tuple[str, int, int] | None:
-    """``(state, ppid, pgid)`` of a live process, None when it is gone."""
+@attrs.frozen
+class ProcStat:
+    state: str
+    ppid: int
+    pgid: int
+    starttime: int  # clock ticks after boot: with the pid, a process's identity
+
+
+def read_stat(pid: int, proc: Path = PROC) -> ProcStat | None:
+    """The fields we need of a live process, None when it is gone."""
     try:
         raw = (proc / str(pid) / "stat").read_bytes()
     except OSError:
@@ -27,62 +37,63 @@ def read_stat(pid: int, proc: Path = PROC) -> tuple[str, int, int] | None:
     # The command name is in parentheses and may contain anything, even ") ".
     fields = raw[raw.rfind(b")") + 2 :].split()
     try:
-        return fields[0].decode(), int(fields[1]), int(fields[2])
+        return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19]))
     except (IndexError, ValueError):
         return None
 
 
-def descendants(root: int, proc: Path = PROC) -> dict[int, int]:
-    """``{pid: pgid}`` of every live descendant of ``root`` (not ``root`` itself)."""
-    children: dict[int, list[int]] = {}
-    groups: dict[int, int] = {}
+def _all_stats(proc: Path) -> dict[int, ProcStat]:
     try:
         entries = os.listdir(proc)
     except OSError:
         return {}
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        stat = read_stat(int(entry), proc)
-        if stat is None:
-            continue
-        _, ppid, pgid = stat
-        children.setdefault(ppid, []).append(int(entry))
-        groups[int(entry)] = pgid
-    found: dict[int, int] = {}
-    stack = list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        if pid in found:
-            continue
-        found[pid] = groups[pid]
-        stack.extend(children.get(pid, []))
-    return found
-
-
-def group_members(pgid: int, proc: Path = PROC) -> list[int]:
-    """Live processes of a process group."""
-    members = []
-    try:
-        entries = os.listdir(proc)
-    except OSError:
-        return []
+    stats = {}
     for entry in entries:
         if entry.isdigit():
             stat = read_stat(int(entry), proc)
-            if stat is not None and stat[2] == pgid and stat[0] != "Z":
-                members.append(int(entry))
-    return members
+            if stat is not None:
+                stats[int(entry)] = stat
+    return stats
+
+
+def descendants(root: int, proc: Path = PROC) -> dict[int, ProcStat]:
+    """Every live descendant of ``root`` (not ``root`` itself)."""
+    stats = _all_stats(proc)
+    children: dict[int, list[int]] = {}
+    for pid, stat in stats.items():
+        children.setdefault(stat.ppid, []).append(pid)
+    found: dict[int, ProcStat] = {}
+    stack = list(children.get(root, []))
+    while stack:
+        pid = stack.pop()
+        if pid not in found:
+            found[pid] = stats[pid]
+            stack.extend(children.get(pid, []))
+    return found
+
+
+def group_members(pgid: int, proc: Path = PROC) -> dict[int, ProcStat]:
+    """Live (not zombie) processes of a process group."""
+    return {
+        pid: stat
+        for pid, stat in _all_stats(proc).items()
+        if stat.pgid == pgid and stat.state != "Z"
+    }
 
 
 def alive(pid: int, proc: Path = PROC) -> bool:
     """Running or stopped; a zombie has already died and only awaits its reaper."""
     stat = read_stat(pid, proc)
-    return stat is not None and stat[0] != "Z"
+    return stat is not None and stat.state != "Z"
 
 
 class ProcessTree:
-    """The processes of one run: claude (leading its own group) and what it started."""
+    """The processes of one run: claude (leading its own group) and what it started.
+
+    A recorded process is identified by pid *and* start time, so a pid the kernel
+    reused for somebody else's process is never signalled; a group is signalled only
+    while a verified member of it is alive (a live group's id cannot be reused).
+    """
 
     def __init__(
         self,
@@ -97,50 +108,65 @@ class ProcessTree:
         self.proc = proc
         self.kill = kill
         self.killpg = killpg
-        self.recorded: dict[int, int] = {}
+        self.leader_gone = False
+        self.recorded: dict[int, int] = {}  # pid -> start time
 
     def record(self) -> None:
         """Add the current descendants; those already recorded stay recorded."""
-        self.recorded.update(descendants(self.pid, self.proc))
-
-    def survivors(self) -> dict[int, int]:
-        return {pid: pgid for pid, pgid in self.recorded.items() if alive(pid, self.proc)}
+        if self.leader_gone:
+            return  # its pid may belong to somebody else now
+        for pid, stat in descendants(self.pid, self.proc).items():
+            self.recorded.setdefault(pid, stat.starttime)
 
     def remaining(self) -> dict[int, int]:
-        """Recorded survivors plus anything still in claude's group (even if never
-        recorded), for the sweep after claude itself has gone."""
-        left = self.survivors()
-        for pid in group_members(self.pgid, self.proc):
-            left.setdefault(pid, self.pgid)
+        """``{pid: current pgid}`` of recorded processes still alive (the same ones),
+        plus anything still in claude's group, recorded or not."""
+        left = {}
+        for pid, starttime in self.recorded.items():
+            stat = read_stat(pid, self.proc)
+            if stat is not None and stat.state != "Z" and stat.starttime == starttime:
+                left[pid] = stat.pgid
+        for pid, stat in group_members(self.pgid, self.proc).items():
+            left.setdefault(pid, stat.pgid)
         left.pop(self.pid, None)
         return left
 
+    def survivors(self) -> dict[int, int]:
+        return self.remaining()
+
     def signal_leader(self, signum: int) -> None:
-        _send(self.kill, self.pid, signum)
+        if not self.leader_gone:
+            _send(self.kill, self.pid, signum)
 
     def signal_all(self, signum: int) -> None:
-        """The claude group, then each recorded descendant and its group."""
-        groups = {self.pgid}
+        """Claude's group (while it exists), each surviving descendant and its group."""
         survivors = self.remaining()
-        groups.update(pgid for pgid in survivors.values() if pgid > 1)
+        groups = set(survivors.values())
+        if not self.leader_gone:
+            groups.add(self.pgid)
         for pgid in _sans_own_group(groups):
             _send(self.killpg, pgid, signum)
         for pid in survivors:
-            _send(self.kill, pid, signum)
+            if not _send(self.kill, pid, signum):
+                self.recorded.pop(pid, None)  # not ours to signal: stop trying
 
 
 def _sans_own_group(groups: Iterable[int]) -> list[int]:
-    """Never signal the server's own process group, whatever a child did."""
+    """Never signal the server's own process group (or init's), whatever a child did."""
     own = os.getpgrp()
-    return [g for g in groups if g != own]
+    return [g for g in groups if g != own and g > 1]
 
 
-def _send(kill: Callable[[int, int], None], target: int, signum: int) -> None:
+def _send(kill: Callable[[int, int], None], target: int, signum: int) -> bool:
+    """False when the target is not ours to signal (EPERM)."""
     try:
         kill(target, signum)
     except OSError as e:
-        if e.errno not in (errno.ESRCH, errno.EPERM):
+        if e.errno == errno.EPERM:
+            return False
+        if e.errno != errno.ESRCH:
             raise
+    return True
 
 
 SIGNAL_NAMES = {s.value: s.name for s in signal.Signals}

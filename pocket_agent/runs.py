@@ -157,6 +157,9 @@ class Run:
         self._output_closed = False
         self._swept = False
         self._sweep_started = False
+        self._sweep_killed = False
+        self._stopped_after_result = False
+        self._flush_output: Callable[[], None] = lambda: None
         self._timers: dict[str, IDelayedCall] = {}
         self._scanner: LoopingCall | None = None
 
@@ -175,20 +178,21 @@ class Run:
 
     def start(self) -> None:
         argv = [self.setsid, *self.argv] if self.setsid else list(self.argv)
-        protocol = _ClaudeProtocol(self)
+        # RUNNING first: a claude that dies at once is reaped inside spawnProcess, and
+        # its exit must find a run that knows its transport (set in connectionMade).
+        self._enter(RunState.RUNNING)
         try:
-            self.transport = IReactorProcess(self.reactor).spawnProcess(
-                protocol, argv[0], argv, env=self.env, path=str(self.cwd)
+            IReactorProcess(self.reactor).spawnProcess(
+                _ClaudeProtocol(self), argv[0], argv, env=self.env, path=str(self.cwd)
             )
         except OSError as e:
             self._finish(
                 self._result(Outcome.FAILED, error=f"cannot start claude: {e}", spawn_failed=True)
             )
             return
-        self._enter(RunState.RUNNING)
-        pid = self.transport.pid
-        assert pid is not None
-        self.tree = self.tree_factory(pid)
+        if self._exit is not None:
+            return
+        assert self.transport is not None and self.tree is not None
         self.transport.write(user_message(self.prompt))
         self._arm("execution", self.timeouts.execution, self.stop, StopReason.TIMEOUT)
         self._arm_watchdog()
@@ -196,9 +200,16 @@ class Run:
         self._scanner.clock = self.reactor
         self._scanner.start(SCAN_INTERVAL, now=False)
 
+    def _connected(self, transport: IProcessTransport) -> None:
+        self.transport = transport
+        assert transport.pid is not None
+        self.tree = self.tree_factory(transport.pid)
+
     # ------------------------------------------------------------------- output
 
     def _line(self, line: bytes) -> None:
+        if self.state is RunState.FINISHED:
+            return
         message = parse_line(line)
         if message is None:
             text = line.decode("utf-8", "replace")
@@ -246,17 +257,18 @@ class Run:
         ``kill_grace`` to wind down before the escalation."""
         if self.transport is not None:
             self.transport.closeStdin()
-        self._cancel("watchdog")
+        self._cancel("watchdog", "execution")  # the turn is done: the result decides now
         self._arm("linger", self.timeouts.kill_grace, self.stop, StopReason.LINGERING)
 
     # --------------------------------------------------------------------- stop
 
     def stop(self, reason: StopReason) -> None:
         """Begin the escalation: SIGINT to claude, then SIGTERM, then SIGKILL to all."""
-        if self.state is not RunState.RUNNING:
-            return
+        if self.state is not RunState.RUNNING or self._exit is not None:
+            return  # already stopping, or claude is gone and only the sweep is left
         self._enter(RunState.STOPPING)
         self.stop_reason = reason
+        self._stopped_after_result = self.result_line is not None
         self._cancel("execution", "watchdog", "linger")
         self.log.info("Stopping run {run_id} ({reason})", run_id=self.run_id, reason=reason.value)
         assert self.tree is not None
@@ -284,7 +296,11 @@ class Run:
     # ------------------------------------------------------------------ the end
 
     def _exited(self, exit_code: int | None, signum: int | None) -> None:
+        if self.state is RunState.FINISHED:
+            return  # force-finished at shutdown; nothing is waiting for this any more
         self._exit = (exit_code, SIGNAL_NAMES.get(signum) if signum else None)
+        if self.tree is not None:
+            self.tree.leader_gone = True  # reaped: its pid is free for others now
         if self._scanner is not None and self._scanner.running:
             self._scanner.stop()
         self._cancel("execution", "watchdog", "linger", "escalate")
@@ -301,22 +317,45 @@ class Run:
             self._maybe_finish()
             return
         if self.reactor.seconds() >= deadline:
+            if self._sweep_killed:
+                # Not ours to kill (EPERM), or stuck in the kernel: say so, do not hang.
+                self.log.error(
+                    "Run {run_id}: processes survived SIGKILL: {pids}",
+                    run_id=self.run_id,
+                    pids=sorted(self.tree.remaining()),
+                )
+                self._swept = True
+                self._arm("abandon", self.timeouts.kill_grace, self._abandon_output)
+                self._maybe_finish()
+                return
+            self._sweep_killed = True
             self.tree.signal_all(signal.SIGKILL)
-            deadline = float("inf")
+            deadline = self.reactor.seconds() + self.timeouts.kill_grace
         elif not self._sweep_started:
             self._sweep_started = True
             self.tree.signal_all(signal.SIGTERM)
         self._arm("sweep", SWEEP_POLL, self._sweep, deadline)
 
     def _output_ended(self) -> None:
+        if self._output_closed:
+            return
         self._output_closed = True
+        self._flush_output()  # a last line without \n still counts
         self._maybe_finish()
 
     def _abandon_output(self) -> None:
         if self.transport is not None:
             self.transport.loseConnection()
-        self._output_closed = True
-        self._maybe_finish()
+        self._output_ended()
+
+    def force_finish(self) -> None:
+        """Shutdown is out of time: report what we know and stop waiting."""
+        if self.state is RunState.FINISHED:
+            return
+        if self._exit is None:
+            self._exit = (None, None)
+        self._flush_output()
+        self._finish(self._decide())
 
     def _maybe_finish(self) -> None:
         if self.state is RunState.FINISHED or self._exit is None:
@@ -330,11 +369,21 @@ class Run:
         self._cancel(*list(self._timers))
         if self._scanner is not None and self._scanner.running:
             self._scanner.stop()
-        self.sink.finished(result)
+        try:
+            self.sink.finished(result)
+        except Exception:
+            self.log.failure("Reporting the end of run {run_id} failed", run_id=self.run_id)
 
     def _decide(self) -> RunResult:
         exit_code, signame = self._exit or (None, None)
         reason = self.stop_reason
+        result = self.result_line
+        if result is not None and self._stopped_after_result:
+            # SPEC §5: a run that printed its result is decided by it, even when the
+            # process then lingered or was stopped on the way out.
+            if result.get("is_error"):
+                return self._result(Outcome.FAILED, error=_result_error(result))
+            return self._result(Outcome.SUCCESS)
         if reason in (StopReason.USER, StopReason.SHUTDOWN):
             return self._result(Outcome.KILLED, reason=reason.value)
         if reason in (StopReason.TIMEOUT, StopReason.NO_OUTPUT):
@@ -347,12 +396,10 @@ class Run:
             return self._result(
                 Outcome.TIMEOUT, error=f"{what} exceeded {limit:g}s", reason=reason.value
             )
-        result = self.result_line
         if result is not None:
             if result.get("is_error"):
                 return self._result(Outcome.FAILED, error=_result_error(result))
-            # Killed for lingering after a good result: the result line decides.
-            if exit_code == 0 or reason is StopReason.LINGERING:
+            if exit_code == 0:
                 return self._result(Outcome.SUCCESS)
         detail = self.stderr_tail.strip().splitlines()[-1:] or [""]
         if signame:
@@ -425,6 +472,11 @@ class _ClaudeProtocol(ProcessProtocol):
     def __init__(self, run: Run) -> None:
         self.run = run
         self.splitter = LineSplitter(run._line, run._overlong)
+        run._flush_output = self.splitter.finish
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.run._connected(self.transport)
 
     def outReceived(self, data: bytes) -> None:
         self.run._activity()
@@ -444,7 +496,6 @@ class _ClaudeProtocol(ProcessProtocol):
             self.run._exited(None, None)
 
     def processEnded(self, reason: Failure) -> None:
-        self.splitter.finish()
         self.run._output_ended()
 
 

@@ -235,14 +235,16 @@ def _valid_json(line: bytes) -> bool:
         return False
 
 
-def write_index(path: Path, segments: list[Segment]) -> None:
-    payload = {"version": 1, "segments": [s.to_json() for s in segments]}
+def write_index(path: Path, segments: list[Segment], last_seq: int) -> None:
+    """``last_seq`` is a floor for the next start: even when every file has expired,
+    seq must not start again at 1."""
+    payload = {"version": 1, "last_seq": last_seq, "segments": [s.to_json() for s in segments]}
     atomic_write_bytes(path, json.dumps(payload, separators=(",", ":")).encode())
 
 
-def read_index(path: Path) -> list[Segment] | None:
+def read_index(path: Path) -> tuple[list[Segment], int] | None:
     try:
         data = json.loads(path.read_bytes())
-        return [Segment.from_json(s) for s in data["segments"]]
+        return [Segment.from_json(s) for s in data["segments"]], int(data.get("last_seq", 0))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -24,7 +24,15 @@ from .config import Config
 from .execution import Executor
 from .history import Query
 from .projects import Project, ProjectRegistry
-from .protocol import HistoryMessage, Message, Outgoing, ProjectState, rfc3339
+from .protocol import (
+    ErrorCode,
+    HistoryMessage,
+    Message,
+    Outgoing,
+    ProjectState,
+    ProtocolError,
+    rfc3339,
+)
 from .storage import DataDirLock
 
 CLOSE_GOING_AWAY = 1001
@@ -119,12 +127,18 @@ class PocketAgent(Service):
         waits = [self.drained(), self.executor.stop_all()]
         for peer in list(self._peers.values()):
             peer.close(CLOSE_GOING_AWAY, "server shutting down")
-        timer = self.clock.callLater(self.config.timeouts.shutdown, self._out_of_time)
+        limit = self.config.timeouts.shutdown
+        # SIGKILL what is left a little before the limit, give up waiting at the limit.
+        timers = [
+            self.clock.callLater(limit * 0.8, self.executor.force_kill_all),
+            self.clock.callLater(limit, self._out_of_time),
+        ]
         done: Deferred[Any] = DeferredList(waits)
 
         def finish(result: object) -> None:
-            if timer.active():
-                timer.cancel()
+            for timer in timers:
+                if timer.active():
+                    timer.cancel()
             self.registry.close()
             self.lock.release()
 
@@ -132,7 +146,7 @@ class PocketAgent(Service):
         return done
 
     def _out_of_time(self) -> None:
-        self.executor.force_kill_all()
+        self.executor.force_finish_all()
         for peer in list(self._peers.values()):
             self.log.warn(
                 "Dropping a connection that did not close in time",
@@ -195,6 +209,12 @@ class PocketAgent(Service):
         self.broadcast(Message("project_created", state.to_wire(), project_id=state.id))
 
     def delete_project(self, project_id: str) -> None:
+        if project_id in self.executor.runs:
+            raise ProtocolError(
+                ErrorCode.PROCESS_ACTIVE,
+                "a run is active in this project; kill it first",
+                {"project_id": project_id},
+            )
         self.registry.delete(project_id)
         for connection_id in self._followers.pop(project_id, {}):
             following = self._following.get(connection_id)

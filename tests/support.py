@@ -192,6 +192,7 @@ class ProcessReactor(MemoryReactorClock):
         self.processes: list[FakeProcess] = []
         self.trees: list[FakeTree] = []
         self.spawn_error: OSError | None = None
+        self.exit_at_spawn: int | None = None  # claude dies before spawnProcess returns
 
     def spawnProcess(
         self,
@@ -206,6 +207,8 @@ class ProcessReactor(MemoryReactorClock):
             raise self.spawn_error
         process = FakeProcess(protocol, executable, list(args), env, path)
         self.processes.append(process)
+        if self.exit_at_spawn is not None:
+            process.exit(self.exit_at_spawn)
         return process
 
     def tree(self, pid: int) -> FakeTree:

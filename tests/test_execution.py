@@ -634,3 +634,162 @@ def test_a_paused_follower_within_budget_keeps_everything(
     client.server.budget.resumeProducing()
     assert [m["type"] for m in client.new()][-1] == "project_state"
     assert not client.protocol.closed
+
+
+# ------------------------------------------------------- found in review (regressions)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"allowed_tools": ["Read", "--permission-mode", "bypassPermissions"]},
+        {"disallowed_tools": ["X", "--dangerously-skip-permissions"]},
+        {"model": "--settings=/tmp/hooks.json"},
+        {"append_system_prompt": "-p"},
+    ],
+)
+def test_option_values_cannot_smuggle_flags(harness: Harness, options: dict[str, Any]) -> None:
+    pid, [client] = setup(harness)
+    error = client.one("execute", project_id=pid, data={"prompt": "x", "options": options})
+    assert error["data"]["code"] == "INVALID_MESSAGE"
+    assert "must not start with '-'" in error["data"]["message"]
+    assert harness.clock.processes == []
+
+
+def test_a_survivor_that_cannot_be_killed_does_not_hang_the_run(harness: Harness) -> None:
+    pid, [client] = setup(harness)
+    process, _ = start(harness, client, pid)
+    tree = harness.clock.trees[-1]
+    tree.left = {999: 999}  # never goes away (EPERM, or stuck in the kernel)
+    finish_ok(harness, process)
+    grace = harness.config.timeouts.kill_grace
+    harness.clock.advance(grace)  # SIGKILL
+    harness.clock.advance(grace + 0.1)  # one more grace: give up on it
+    finished, _ = outcome_of(harness, client)
+    assert finished["outcome"] == "success"
+    assert tree.signals[-1] == ("all", signal.SIGKILL)
+    assert harness.agent.executor.runs == {}
+
+
+def test_zero_kill_grace_still_escalates(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(timeouts={"kill_grace": 0.0})
+    pid, [client] = setup(harness)
+    _process, _ = start(harness, client, pid)
+    client.request("agent_kill", project_id=pid)
+    harness.clock.advance(0.1)
+    harness.clock.advance(0.1)
+    assert [s for _, s in harness.clock.trees[-1].signals] == [
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGKILL,
+    ]
+
+
+def test_a_result_just_before_the_execution_timeout_still_succeeds(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(timeouts={"execution": 60.0})
+    pid, [client] = setup(harness)
+    process, _ = start(harness, client, pid)
+    harness.clock.advance(55)
+    process.emit(INIT, RESULT)
+    harness.clock.advance(6)  # the CLI winds down past the limit
+    process.exit(0)
+    finished, errors = outcome_of(harness, client)
+    assert finished["outcome"] == "success"
+    assert errors == []
+
+
+def test_kill_after_claude_exited_does_not_change_the_outcome(harness: Harness) -> None:
+    pid, [client] = setup(harness)
+    process, _ = start(harness, client, pid)
+    tree = harness.clock.trees[-1]
+    tree.left = {777: 777}  # keeps the sweep going for a moment
+    finish_ok(harness, process)
+    client.request("agent_kill", project_id=pid)
+    assert ("leader", signal.SIGINT) not in tree.signals  # its pid is not ours any more
+    tree.left = {}
+    harness.clock.advance(0.05)
+    finished, _ = outcome_of(harness, client)
+    assert finished["outcome"] == "success"
+
+
+def test_a_failing_disk_at_start_does_not_leave_the_project_executing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid, [client] = setup(harness)
+    history = harness.agent.registry.history(pid)
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(history, "append", full)
+    error = [
+        m
+        for m in client.request("execute", project_id=pid, data={"prompt": "x"})
+        if m["type"] == "error"
+    ]
+    assert error[0]["data"]["code"] == "INTERNAL_ERROR"
+    monkeypatch.undo()
+    assert harness.agent.executor.runs == {}
+    assert harness.agent.registry.get(pid).status is ProjectStatus.IDLE
+    start(harness, client, pid)  # usable again
+
+
+def test_a_failing_disk_at_the_end_does_not_leave_the_project_executing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid, [client] = setup(harness)
+    process, _ = start(harness, client, pid)
+    process.emit(INIT, RESULT)
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(harness.agent.registry, "save", full)
+    waiting = harness.agent.executor.finished(pid)
+    process.exit(0)
+    assert waiting.called
+    assert harness.agent.executor.runs == {}
+    assert harness.agent.registry.get(pid).status is not ProjectStatus.EXECUTING
+    monkeypatch.undo()
+    client.new()
+    assert client.request("project_delete", project_id=pid)[0]["type"] == "project_delete"
+
+
+def test_claude_dying_inside_spawn(harness: Harness) -> None:
+    pid, [client] = setup(harness)
+    harness.clock.exit_at_spawn = 127
+    replies = client.request("execute", project_id=pid, data={"prompt": "x"})
+    finished = [m["data"] for m in replies if m["type"] == "execution_finished"]
+    assert finished and finished[0]["outcome"] == "failed"
+    assert replies[-1]["type"] == "project_state" and replies[-1]["data"]["state"] == "ERROR"
+    assert harness.agent.executor.runs == {}
+
+
+def test_a_last_line_without_newline_comes_before_the_end(harness: Harness) -> None:
+    pid, [client] = setup(harness)
+    process, _ = start(harness, client, pid)
+    process.emit(INIT, RESULT)
+    process.protocol.outReceived(b"trailing words")
+    process.exit(0)
+    kinds_seen = kinds(client.new())
+    assert kinds_seen.index("agent_message:raw_output") < kinds_seen.index("execution_finished")
+    assert kinds_seen[-1] == "project_state"
+
+
+def test_shutdown_never_waits_longer_than_its_limit(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(timeouts={"shutdown": 10.0, "kill_grace": 30.0})
+    pid, [client] = setup(harness)
+    _process, _ = start(harness, client, pid)
+    tree = harness.clock.trees[-1]
+    done = harness.agent.stopService()
+    client.pump.flush()
+    harness.clock.advance(8)
+    assert tree.signals[-1] == ("all", signal.SIGKILL)
+    assert not done.called  # claude has not even exited
+    harness.clock.advance(2)
+    assert done.called
+    log = harness.config.data_dir / "projects" / pid / "logs" / "messages_current.jsonl"
+    last = json.loads(log.read_text().splitlines()[-1])["message"]
+    assert (last["type"], last["outcome"]) == ("execution_finished", "killed")

@@ -365,3 +365,61 @@ def test_fsync_within_a_second_while_streaming(
     fill(history, 1)
     clock.advance(1)
     assert len(synced) == 2
+
+
+# ------------------------------------------------------- found in review (regressions)
+
+
+def test_a_failed_append_leaves_no_trace_and_no_repeated_seq(tmp_path: Path) -> None:
+    history = make(tmp_path)
+    fill(history, 2)
+    real = history._file
+    assert real is not None
+
+    class HalfThenFull:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def write(self, data: Any) -> int:
+            self.calls += 1
+            if self.calls == 1:
+                return real.write(bytes(data)[:10])
+            raise OSError(28, "No space left on device")
+
+        def fileno(self) -> int:
+            return real.fileno()
+
+    history._file = HalfThenFull()  # type: ignore[assignment]
+    with pytest.raises(OSError):
+        history.append(None, "server", {"type": "lost"})
+    history._file = real
+    assert history.append(None, "server", {"type": "kept"}).seq == 3
+    lines = (tmp_path / "logs" / CURRENT).read_bytes().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3]
+
+
+def test_seq_never_restarts_even_when_everything_expired(tmp_path: Path) -> None:
+    clock = Clock()
+    history = make(tmp_path, clock, count=2, max_age=30 * DAY)
+    fill(history, 2)  # rotated at once: the current file is empty
+    history.close()
+    clock.advance(31 * DAY)
+    again = make(tmp_path, clock, count=2, max_age=30 * DAY)
+    assert again.segments == []
+    again.close()
+    third = make(tmp_path, clock, count=2, max_age=30 * DAY)
+    assert third.append(None, "server", {}).seq == 3
+
+
+def test_pages_are_capped_in_bytes(tmp_path: Path) -> None:
+    history = make(tmp_path)
+    for _ in range(12):
+        history.append(None, "claude", {"type": "user", "blob": "x" * 500_000})
+    page = history.query(Query(limit=1000))
+    assert page.has_more
+    assert sum(len(line) for line in page.lines) <= 4 * 1024 * 1024
+    assert page.last_seq == 12  # the newest are kept
+    forward = history.query(Query(after_seq=0, limit=1000))
+    assert forward.has_more and forward.first_seq == 1
+    single = history.query(Query(after_seq=0, limit=1))
+    assert len(single.lines) == 1

@@ -125,10 +125,12 @@ class RealRuns:
 
     def _kill_leftovers(self) -> None:
         """Whatever a failing test left behind dies here, by pid."""
-        if self.pidfile.exists():
-            for pid in self.child_pids():
-                if alive(pid):
-                    os.kill(pid, signal.SIGKILL)
+        pids = self.child_pids() if self.pidfile.exists() else []
+        if self.argv_log.exists():  # the fake claudes themselves
+            pids += [json.loads(line)["pid"] for line in self.argv_log.read_text().splitlines()]
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
     def run_prompt(
         self, prompt: str, watcher: Follower | None = None
