@@ -59,7 +59,7 @@ def varied_line(i: int, rng: random.Random) -> bytes:
 def build_history(directory: Path, records: int, rotation: LogRotation = ROTATION) -> History:
     clock = Clock()
     clock.advance(1_764_000_000)
-    history = History(directory, clock, rotation, directory.parent / "corrupted", sync_interval=0)
+    history = History(directory, clock, rotation, directory.parent / "corrupted")
     history.open()
     rng = random.Random(7)
     directions = ("claude",) * 18 + ("server", "client")

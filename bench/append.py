@@ -32,9 +32,7 @@ ROTATION = LogRotation(size=100_000_000, count=10_000, compress=False, max_age=0
 
 
 def history_in(tmp: str) -> History:
-    history = History(
-        Path(tmp) / "logs", Clock(), ROTATION, Path(tmp) / "corrupted", sync_interval=0
-    )
+    history = History(Path(tmp) / "logs", Clock(), ROTATION, Path(tmp) / "corrupted")
     history.open()
     return history
 

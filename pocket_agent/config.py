@@ -239,6 +239,7 @@ _SETTINGS: dict[str, _Setting] = {
     "log_rotation.count": _Setting(10000, _COUNT, "PA_LOG_ROTATION_COUNT"),
     "log_rotation.compress": _Setting(True, _bool),
     "log_rotation.max_age": _Setting("30d", parse_duration),
+    "log_rotation.fsync_interval": _Setting("1s", parse_duration),
     "logging.level": _Setting("info", _choice(_LEVELS), "PA_LOG_LEVEL"),
     "logging.format": _Setting("json", _choice(_FORMATS), "PA_LOG_FORMAT"),
     "logging.file": _Setting("server.log", _optional(_path)),
@@ -324,6 +325,7 @@ class LogRotation:
     count: int  # messages per file
     compress: bool
     max_age: float  # seconds
+    fsync_interval: float = 1.0  # seconds; 0 = fsync every record
 
 
 @attrs.frozen(kw_only=True)

@@ -118,7 +118,6 @@ class History:
         rotation: LogRotation,
         corrupted_dir: Path,
         run_in_thread: RunInThread | None = None,
-        sync_interval: float = 1.0,
     ) -> None:
         self.directory = directory
         self.path = directory / CURRENT
@@ -126,7 +125,7 @@ class History:
         self.rotation = rotation
         self.corrupted_dir = corrupted_dir
         self.run_in_thread: RunInThread = run_in_thread or (lambda f, *a: maybeDeferred(f, *a))
-        self.sync_interval = sync_interval
+        self.sync_interval = rotation.fsync_interval
         self.last_seq = 0
         self.segments: list[Segment] = []
         self._file: BinaryIO | None = None
@@ -327,7 +326,9 @@ class History:
         self._first = self._first or header
         self._last = header
         self.last_seq = seq
-        if self._sync_call is None and self.sync_interval > 0:
+        if self.sync_interval <= 0:
+            self.sync()
+        elif self._sync_call is None:
             self._sync_call = self.clock.callLater(self.sync_interval, self.sync)
         record = Record(seq, timestamp, run_id, direction, message, line)
         if self._size >= self.rotation.size or self._current_records >= self.rotation.count:

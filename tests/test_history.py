@@ -423,3 +423,21 @@ def test_pages_are_capped_in_bytes(tmp_path: Path) -> None:
     assert forward.has_more and forward.first_seq == 1
     single = history.query(Query(after_seq=0, limit=1))
     assert len(single.lines) == 1
+
+
+def test_fsync_interval_zero_syncs_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    history = History(
+        tmp_path / "logs",
+        Clock(),
+        LogRotation(size=10**9, count=10**9, compress=False, max_age=0, fsync_interval=0),
+        tmp_path / "corrupted",
+    )
+    history.open()
+    synced.clear()
+    fill(history, 3)
+    assert len(synced) == 3
