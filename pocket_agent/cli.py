@@ -10,8 +10,9 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import TextIO, TypeVar
 
+import segno
 from twisted.python import usage
 
 from . import __version__
@@ -19,17 +20,25 @@ from .auth import TokenFile, ensure_token, new_token, write_token
 from .config import Config
 from .storage import DataDirLock, DataDirLocked
 from .tap import Options, build_registry, build_service, exit_cleanly_on_signals, listen_plan
-from .tls import ensure_dev_certificate
+from .tls import certificate_fingerprint, ensure_dev_certificate
+
+OptionsT = TypeVar("OptionsT", bound=Options)
 
 
-def run_server(argv: Sequence[str]) -> int:
-    options = Options()
+def parse(options: OptionsT, argv: Sequence[str], command: str) -> OptionsT | None:
+    """Parsed options with their config, or None after printing the one-line error."""
     try:
         options.parseOptions(list(argv))
     except usage.UsageError as e:
-        print(f"pocket-agent-server: {e}", file=sys.stderr)
+        print(f"{command}: {e}", file=sys.stderr)
+        return None
+    return options
+
+
+def run_server(argv: Sequence[str]) -> int:
+    options = parse(Options(), argv, "pocket-agent-server")
+    if options is None or options.config is None:
         return 2
-    assert options.config is not None
     from twisted.internet import reactor
 
     service = build_service(options.config, reactor, stdout=sys.stdout)
@@ -73,14 +82,10 @@ def pairing_url(config: Config, host: str, token: str) -> str:
 
 
 def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
-    options = TokenOptions()
-    try:
-        options.parseOptions(list(argv))
-    except usage.UsageError as e:
-        print(f"pocket-agent-server token: {e}", file=sys.stderr)
+    options = parse(TokenOptions(), argv, "pocket-agent-server token")
+    if options is None or options.config is None:
         return 2
     config = options.config
-    assert config is not None
     ensure_dev_certificate(config.tls.cert, config.tls.key)
     if options["rotate"]:
         write_token(config.auth.token_file, new_token())
@@ -88,17 +93,11 @@ def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     else:
         ensure_token(config.auth.token_file)
     token = TokenFile(config.auth.token_file).current()
-    from .tls import certificate_fingerprint
-
     url = pairing_url(config, options["host"] or pairing_host(), token)
     print(f"Token:       {token}", file=out)
     print(f"URL:         {url}", file=out)
     print(f"Certificate: {config.tls.cert}", file=out)
     print(f"SHA-256:     {certificate_fingerprint(config.tls.cert)}", file=out)
-    try:
-        import segno
-    except ImportError:  # pragma: no cover - segno is a dependency
-        return 0
     print("", file=out)
     segno.make(url, error="m").terminal(out=out, compact=True)
     return 0
@@ -110,14 +109,10 @@ class RepairOptions(Options):
 
 def repair_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     """SPEC §6 start-up recovery on a stopped server's data, reading every history file."""
-    options = RepairOptions()
-    try:
-        options.parseOptions(list(argv))
-    except usage.UsageError as e:
-        print(f"pocket-agent-server repair: {e}", file=sys.stderr)
+    options = parse(RepairOptions(), argv, "pocket-agent-server repair")
+    if options is None or options.config is None:
         return 2
     config = options.config
-    assert config is not None
     from twisted.internet import reactor
 
     lock = DataDirLock(config.data_dir / ".lock")

@@ -95,12 +95,7 @@ class Executor:
         requester follows the project from then on, joined or not before."""
         registry = self.agent.registry
         project = registry.get(project_id)
-        if project_id in self.runs:
-            raise ProtocolError(
-                ErrorCode.PROCESS_ACTIVE,
-                "a run is already active in this project",
-                {"project_id": project_id, "run_id": self.runs[project_id].run_id},
-            )
+        self.ensure_idle(project_id)
         limit = self.config.limits.max_concurrent_executions
         if len(self.runs) >= limit:
             raise ProtocolError(
@@ -182,15 +177,20 @@ class Executor:
         _RunSink(self, self.agent.registry.get(project_id), run.run_id).record("server", data)
         self.agent.publish(project_id, Message("process_killed", data, project_id=project_id))
 
+    def ensure_idle(self, project_id: str) -> None:
+        """PROCESS_ACTIVE while a run is active (second execute, delete, new session)."""
+        run = self.runs.get(project_id)
+        if run is not None:
+            raise ProtocolError(
+                ErrorCode.PROCESS_ACTIVE,
+                "a run is active in this project; kill it first",
+                {"project_id": project_id, "run_id": run.run_id},
+            )
+
     def new_session(self, project_id: str) -> str | None:
         registry = self.agent.registry
         project = registry.get(project_id)
-        if project_id in self.runs:
-            raise ProtocolError(
-                ErrorCode.PROCESS_ACTIVE,
-                "a run is active in this project",
-                {"project_id": project_id},
-            )
+        self.ensure_idle(project_id)
         old, project.session_id = project.session_id, None
         registry.save(project)
         return old

@@ -25,12 +25,10 @@ from .execution import Executor
 from .history import Query
 from .projects import Project, ProjectRegistry
 from .protocol import (
-    ErrorCode,
     HistoryMessage,
     Message,
     Outgoing,
     ProjectState,
-    ProtocolError,
     rfc3339,
 )
 from .storage import DataDirLock
@@ -209,12 +207,7 @@ class PocketAgent(Service):
         self.broadcast(Message("project_created", state.to_wire(), project_id=state.id))
 
     def delete_project(self, project_id: str) -> None:
-        if project_id in self.executor.runs:
-            raise ProtocolError(
-                ErrorCode.PROCESS_ACTIVE,
-                "a run is active in this project; kill it first",
-                {"project_id": project_id},
-            )
+        self.executor.ensure_idle(project_id)
         self.registry.delete(project_id)
         for connection_id in self._followers.pop(project_id, {}):
             following = self._following.get(connection_id)
