@@ -143,6 +143,9 @@ def repair_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
             f"skipped {repair.invalid_lines} invalid lines" if repair.invalid_lines else "",
             f"expired {repair.segments_expired} old files" if repair.segments_expired else "",
             f"removed {repair.tmp_removed} temporary files" if repair.tmp_removed else "",
+            f"{repair.damaged_files} damaged files (copies in data/corrupted)"
+            if repair.damaged_files
+            else "",
         ]
         text = ", ".join(f for f in fixes if f) or "index rebuilt"
         print(f"  history of {pid}: {text}", file=out)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
-from collections import deque
+import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from .segments import (
     read_chunk,
     read_index,
     scan_segment,
+    valid_json,
     write_index,
 )
 from .storage import fsync_dir
@@ -106,6 +107,7 @@ class Repair:
     index_rebuilt: bool = False
     segments_expired: int = 0
     tmp_removed: int = 0
+    damaged_files: int = 0
 
 
 class History:
@@ -138,6 +140,7 @@ class History:
         self._compressing: Deferred[Any] | None = None
         self.repair = Repair()
         self._floor = 0
+        self._uncompressible: set[str] = set()
 
     # ---------------------------------------------------------------- open/close
 
@@ -233,14 +236,30 @@ class History:
                 continue
             segment = known.get(name)
             if segment is None:
-                segment, invalid = scan_segment(self.directory / name)
-                self.repair.invalid_lines += invalid
+                scan = scan_segment(self.directory / name)
+                self.repair.invalid_lines += scan.invalid_lines
+                if scan.damaged:
+                    self._keep_copy_of_damaged(name)
+                segment = scan.segment
             if segment is not None:
                 segments.append(segment)
         segments.sort(key=lambda s: s.first_seq)
         self.segments = segments
         self.repair.index_rebuilt = True
         write_index(self.directory / INDEX, segments, self._floor)
+
+    def _keep_copy_of_damaged(self, name: str) -> None:
+        """A damaged rotated file stays in place (its readable part is indexed and
+        served); the operator gets a copy of all of it under data/corrupted/."""
+        self.repair.damaged_files += 1
+        self.corrupted_dir.mkdir(parents=True, exist_ok=True)
+        copy = self.corrupted_dir / f"{self.directory.parent.name}-{name}"
+        shutil.copyfile(self.directory / name, copy)
+        self.log.error(
+            "Damaged history file {name}: records after the damage are unreadable; copy in {copy}",
+            name=name,
+            copy=str(copy),
+        )
 
     def _load_current(self, full_check: bool) -> None:
         """Chunk table of the current file from its hint file, then scan only the last chunk."""
@@ -294,7 +313,24 @@ class History:
             if chunk.offset >= size or (chunks and chunk.offset <= chunks[-1].offset):
                 return []  # stale hints: scan the whole file instead
             chunks.append(chunk)
+        if chunks and (chunks[0].offset != 0 or not self._hints_match(chunks)):
+            return []
         return chunks
+
+    def _hints_match(self, chunks: list[Chunk]) -> bool:
+        """Each hint must point at the start of the record it names."""
+        with open(self.path, "rb") as f:
+            for chunk in chunks:
+                f.seek(max(0, chunk.offset - 1))
+                head = f.read(257 if chunk.offset else 256)
+                if chunk.offset:
+                    if head[:1] != b"\n":
+                        return False
+                    head = head[1:]
+                header = parse_header(head)
+                if header is None or header.seq != chunk.first_seq:
+                    return False
+        return True
 
     # -------------------------------------------------------------------- append
 
@@ -312,6 +348,8 @@ class History:
         assert self._file is not None and self._chunks_file is not None
         seq = self.last_seq + 1
         timestamp = rfc3339(datetime.fromtimestamp(self.clock.seconds(), UTC))
+        if self._last is not None and timestamp < self._last.timestamp:
+            timestamp = self._last.timestamp  # the wall clock stepped back: never go back
         raw = message_json
         if raw is None:
             raw = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
@@ -378,11 +416,7 @@ class History:
         if self._first is None or self._last is None or self._file is None:
             return
         self.sync()
-        self._file.close()
-        assert self._chunks_file is not None
-        self._chunks_file.close()
         name = self._rotated_name()
-        os.replace(self.path, self.directory / name)
         segment = Segment(
             name=name,
             first_seq=self._first.seq,
@@ -392,15 +426,23 @@ class History:
             records=self._current_records,
             chunks=tuple(self._chunks.chunks),
         )
+        self._file.close()
+        assert self._chunks_file is not None
+        self._chunks_file.close()
+        os.replace(self.path, self.directory / name)
+        # From here on the rename has happened: whatever fails next, the history must
+        # go on with a fresh current file (a stale index is rebuilt at the next start).
         self.segments.append(segment)
-        write_index(self.directory / INDEX, self.segments, self.last_seq)
-        (self.directory / CHUNKS).unlink(missing_ok=True)
-        fsync_dir(self.directory)
         self._file = open(self.path, "ab", buffering=0)
-        self._chunks_file = open(self.directory / CHUNKS, "ab")
+        self._chunks_file = open(self.directory / CHUNKS, "wb")
         self._size = 0
         self._chunks = ChunkBuilder()
         self._first = self._last = None
+        try:
+            write_index(self.directory / INDEX, self.segments, self.last_seq)
+            fsync_dir(self.directory)
+        except OSError:
+            self.log.failure("Could not write the history index in {dir}", dir=str(self.directory))
         self.log.info("Rotated {name}", name=name, records=segment.records)
         self.expire()
         self._compress_pending()
@@ -418,7 +460,9 @@ class History:
         """Compress rotated files one at a time, off the reactor thread."""
         if not self.rotation.compress or self._compressing is not None:
             return
-        pending = [s for s in self.segments if not s.compressed]
+        pending = [
+            s for s in self.segments if not s.compressed and s.name not in self._uncompressible
+        ]
         if not pending:
             return
         segment = pending[0]
@@ -427,6 +471,8 @@ class History:
 
         def installed(compressed: Segment) -> None:
             self._compressing = None
+            if self._file is None:  # closed meanwhile (project deleted, shutdown)
+                return
             if segment in self.segments:
                 self.segments[self.segments.index(segment)] = compressed
                 write_index(self.directory / INDEX, self.segments, self.last_seq)
@@ -438,14 +484,21 @@ class History:
         def failed(failure: Any) -> None:
             self._compressing = None
             self.log.failure("Compressing {name} failed", failure, name=segment.name)
+            # Leave it plain (still readable); try the others.
+            self._uncompressible.add(segment.name)
+            self._compress_pending()
 
         d.addCallbacks(installed, failed)
 
     def expire(self) -> int:
-        """Delete rotated files whose newest record is older than ``max_age``."""
+        """Delete history whose newest record is older than ``max_age`` (a quiet
+        project's current file too: it is rotated first, then goes with the rest)."""
         if self.rotation.max_age <= 0:
             return 0
         cutoff = rfc3339(datetime.fromtimestamp(self.clock.seconds() - self.rotation.max_age, UTC))
+        if self._last is not None and self._last.timestamp < cutoff and self._file is not None:
+            self.rotate()  # calls expire() again with the current file among the old ones
+            return self.repair.segments_expired
         old = [s for s in self.segments if s.last_ts < cutoff]
         if not old:
             return 0
@@ -460,20 +513,20 @@ class History:
 
     def query(self, q: Query) -> Page:
         """At most ``limit`` records and about ``MAX_PAGE_BYTES`` (always at least one
-        record); ``has_more`` says whether the page was cut short."""
-        limit = max(1, min(q.limit, MAX_PAGE))
-        found = self._forward(q, limit) if q.forward else self._backward(q, limit)
-        has_more = len(found) > limit
-        if q.forward:  # keep the oldest
-            lines = _cap_bytes(found[:limit])
-        else:  # keep the newest
-            lines = _cap_bytes(found[-limit:][::-1])[::-1]
-        has_more = has_more or len(lines) < len(found[:limit])
+        record); ``has_more`` says whether more matching records exist beyond the page.
+        Memory is bounded by the page: chunks are read one at a time."""
+        page = _PageBuilder(max(1, min(q.limit, MAX_PAGE)))
+        if q.forward:
+            self._forward(q, page)
+            lines = page.lines
+        else:
+            self._backward(q, page)
+            lines = page.lines[::-1]
         first = parse_header(lines[0]) if lines else None
         last = parse_header(lines[-1]) if lines else None
         return Page(
             lines=lines,
-            has_more=has_more,
+            has_more=page.more,
             first_seq=first.seq if first else None,
             last_seq=last.seq if last else None,
             project_last_seq=self.last_seq,
@@ -491,10 +544,9 @@ class History:
             )
         return sources
 
-    def _forward(self, q: Query, limit: int) -> list[bytes]:
+    def _forward(self, q: Query, page: _PageBuilder) -> None:
         after = q.after_seq or 0
         since = q.since or ""
-        out: list[bytes] = []
         for path, chunks, compressed, last_seq, last_ts in self._sources():
             if last_seq <= after or last_ts <= since or not chunks:
                 continue
@@ -504,39 +556,38 @@ class History:
                 0,
             )
             for i in range(start, len(chunks)):
+                if not chunks[i].may_hold(q.direction):
+                    continue
                 for line in read_chunk(path, i, chunks, compressed):
                     header = parse_header(line)
                     if header is None:
                         continue
                     if q.before_seq is not None and header.seq >= q.before_seq:
-                        return out
+                        return
                     if header.seq <= after or header.timestamp <= since:
                         continue
                     if q.direction and header.direction != q.direction:
                         continue
-                    out.append(line)
-                    if len(out) > limit:
-                        return out
-        return out
+                    if page.full_with(line):
+                        return
 
-    def _backward(self, q: Query, limit: int) -> list[bytes]:
+    def _backward(self, q: Query, page: _PageBuilder) -> None:
         before = q.before_seq if q.before_seq is not None else self.last_seq + 1
-        found: deque[bytes] = deque()
         for path, chunks, compressed, _last_seq, _ in reversed(self._sources()):
             if not chunks or chunks[0].first_seq >= before:
                 continue
             start = bisect.bisect_left([c.first_seq for c in chunks], before) - 1
             for i in range(start, -1, -1):
+                if not chunks[i].may_hold(q.direction):
+                    continue
                 for line in reversed(read_chunk(path, i, chunks, compressed)):
                     header = parse_header(line)
                     if header is None or header.seq >= before:
                         continue
                     if q.direction and header.direction != q.direction:
                         continue
-                    found.appendleft(line)
-                    if len(found) > limit:
-                        return list(found)
-        return list(found)
+                    if page.full_with(line):
+                        return
 
     def iter_all(self) -> Iterator[bytes]:
         """Every record line, oldest first (for tests and repair)."""
@@ -545,13 +596,27 @@ class History:
                 yield from read_chunk(path, i, chunks, compressed)
 
 
-def _cap_bytes(lines: list[bytes]) -> list[bytes]:
-    total = 0
-    for i, line in enumerate(lines):
-        total += len(line)
-        if total > MAX_PAGE_BYTES and i > 0:
-            return lines[:i]
-    return lines
+class _PageBuilder:
+    """Collects a page as lines are found, never holding more than the page."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.more = False
+
+    def full_with(self, line: bytes) -> bool:
+        """Take ``line`` if it fits; True once the page is full (and more exist)."""
+        if len(self.lines) >= self.limit or (
+            self.lines and self.size + len(line) > MAX_PAGE_BYTES
+        ):
+            self.more = True
+            return True
+        if not valid_json(line):  # a damaged record is skipped, never served
+            return False
+        self.lines.append(line)
+        self.size += len(line)
+        return False
 
 
 def _hint(chunk: Chunk) -> bytes:

@@ -53,6 +53,14 @@ class Chunk:
     first_seq: int
     first_ts: str
     offset: int  # in the file as stored (compressed offset for .gz)
+    # The directions present, e.g. "claude,server"; None = unknown (read it). Lets a
+    # filtered query skip chunks that cannot match.
+    directions: str | None = None
+
+    def may_hold(self, direction: str | None) -> bool:
+        return (
+            direction is None or self.directions is None or direction in self.directions.split(",")
+        )
 
 
 @attrs.frozen
@@ -73,12 +81,15 @@ class Segment:
 
     def to_json(self) -> dict[str, Any]:
         data = attrs.asdict(self, recurse=False)
-        data["chunks"] = [[c.first_seq, c.first_ts, c.offset] for c in self.chunks]
+        data["chunks"] = [[c.first_seq, c.first_ts, c.offset, c.directions] for c in self.chunks]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Segment:
-        chunks = tuple(Chunk(int(s), str(t), int(o)) for s, t, o in data["chunks"])
+        chunks = tuple(
+            Chunk(int(c[0]), str(c[1]), int(c[2]), c[3] if len(c) > 3 else None)
+            for c in data["chunks"]
+        )
         return cls(
             name=str(data["name"]),
             first_seq=int(data["first_seq"]),
@@ -97,12 +108,20 @@ class ChunkBuilder:
         self.chunks: list[Chunk] = []
         self._records = 0
         self._bytes = 0
+        self._directions: set[str] = set()
 
     def add(self, header: Header, offset: int, size: int) -> None:
         # A fresh builder (also one resumed from hints) starts a chunk at its first record.
         if self._records == 0 or self._records >= CHUNK_RECORDS or self._bytes >= CHUNK_BYTES:
-            self.chunks.append(Chunk(header.seq, header.timestamp, offset))
+            self.chunks.append(Chunk(header.seq, header.timestamp, offset, header.direction))
             self._records = self._bytes = 0
+            self._directions = {header.direction}
+        elif header.direction not in self._directions:
+            self._directions.add(header.direction)
+            last = self.chunks[-1]
+            if last.directions is not None:
+                merged = ",".join(sorted(self._directions))
+                self.chunks[-1] = attrs.evolve(last, directions=merged)
         self._records += 1
         self._bytes += size
 
@@ -125,17 +144,51 @@ def read_chunk(
 
 
 def _gunzip_member(raw: bytes) -> bytes:
-    """The first gzip member of ``raw`` (a chunk is exactly one member)."""
+    """The first gzip member of ``raw`` (a chunk is exactly one member); from a damaged
+    member, what could be decompressed before the damage."""
     d = zlib.decompressobj(wbits=31)
-    return d.decompress(raw)
+    out = []
+    view = memoryview(raw)
+    try:
+        for start in range(0, len(view), 65536):
+            out.append(d.decompress(view[start : start + 65536]))
+            if d.eof:
+                break
+    except zlib.error:
+        pass
+    return b"".join(out)
 
 
-def iter_file_lines(path: Path, compressed: bool) -> Iterator[tuple[int, bytes]]:
-    """``(offset of the line in the plain data, line)`` for every complete line; for
-    scans and repairs, which must read everything anyway."""
-    opener = gzip.open if compressed else open
+def walk_members(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """``(offset, data, intact)`` of each gzip member in a file, in one linear pass; stops
+    after the first damaged member (truncated or corrupt), yielding what it held."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    view = memoryview(raw)
     offset = 0
-    with opener(path, "rb") as f:
+    while offset < len(view):
+        d = zlib.decompressobj(wbits=31)
+        out = []
+        fed = offset
+        try:
+            while not d.eof and fed < len(view):
+                block = view[fed : fed + 65536]
+                fed += len(block)
+                out.append(d.decompress(block))
+        except zlib.error:
+            yield offset, b"".join(out), False
+            return
+        if not d.eof:
+            yield offset, b"".join(out), False
+            return
+        yield offset, b"".join(out), True
+        offset = fed - len(d.unused_data)
+
+
+def iter_file_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(offset, line)`` for every complete line of a plain file (scans and repairs)."""
+    offset = 0
+    with open(path, "rb") as f:
         pending = b""
         while True:
             block = f.read(1024 * 1024)
@@ -167,68 +220,76 @@ def compress_segment(directory: Path, segment: Segment) -> Segment:
         for chunk, end in zip(segment.chunks, offsets[1:], strict=True):
             src.seek(chunk.offset)
             data = src.read() if end is None else src.read(end - chunk.offset)
-            chunks.append(Chunk(chunk.first_seq, chunk.first_ts, out.tell()))
+            chunks.append(attrs.evolve(chunk, offset=out.tell()))
             out.write(gzip.compress(data, compresslevel=6, mtime=0))
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, target)
     fsync_dir(directory)
-    source.unlink()
+    # The plain file is deleted by the reactor thread once the index points at the .gz:
+    # a query running meanwhile still finds what the index names.
     return attrs.evolve(segment, name=target.name, chunks=tuple(chunks))
 
 
-def scan_segment(path: Path) -> tuple[Segment | None, int]:
-    """Build a segment's index entry by reading the whole file (index rebuild, repair).
+@attrs.frozen
+class Scan:
+    segment: Segment | None  # None when the file holds no valid record
+    invalid_lines: int
+    damaged: bool  # a gzip member was truncated or corrupt: the rest is unreadable
 
-    Returns the segment (None when it holds no valid record) and the number of
-    invalid lines skipped. Chunk offsets of a compressed file are recomputed by
-    recompressing nothing: its members are found by walking them.
+
+def scan_segment(path: Path) -> Scan:
+    """Build a rotated file's index entry by reading all of it (index rebuild, repair).
+
+    Never raises for damaged content: complete valid lines before the damage are kept.
     """
     compressed = path.name.endswith(".gz")
     builder = ChunkBuilder()
     first: Header | None = None
     last: Header | None = None
     records = invalid = 0
-    for offset, line in iter_file_lines(path, compressed):
+    damaged = False
+
+    def take(line: bytes, offset: int, member_offset: int | None) -> None:
+        nonlocal first, last, records, invalid
         header = parse_header(line) if line else None
-        if header is None or not _valid_json(line):
+        if header is None or not valid_json(line):
             invalid += bool(line)
-            continue
-        builder.add(header, offset, len(line) + 1)
+            return
+        if member_offset is not None:  # compressed: one chunk per gzip member
+            if not builder.chunks or builder.chunks[-1].offset != member_offset:
+                builder.chunks.append(Chunk(header.seq, header.timestamp, member_offset, None))
+        else:
+            builder.add(header, offset, len(line) + 1)
         first = first or header
         last = header
         records += 1
+
+    if compressed:
+        for member_offset, data, intact in walk_members(path):
+            damaged = damaged or not intact
+            lines = data.split(b"\n")
+            for line in lines[:-1]:
+                take(line, 0, member_offset)
+            invalid += bool(lines[-1])  # a line cut off by the damage
+    else:
+        for offset, line in iter_file_lines(path):
+            take(line, offset, None)
     if first is None or last is None:
-        return None, invalid
-    chunks = _member_chunks(path, builder.chunks) if compressed else builder.chunks
-    return (
-        Segment(
-            path.name, first.seq, last.seq, first.timestamp, last.timestamp, records, tuple(chunks)
-        ),
-        invalid,
+        return Scan(None, invalid, damaged)
+    segment = Segment(
+        path.name,
+        first.seq,
+        last.seq,
+        first.timestamp,
+        last.timestamp,
+        records,
+        tuple(builder.chunks),
     )
+    return Scan(segment, invalid, damaged)
 
 
-def _member_chunks(path: Path, plain_chunks: list[Chunk]) -> list[Chunk]:
-    """For a compressed file, one chunk per gzip member (found by walking the members)."""
-    chunks = []
-    with open(path, "rb") as f:
-        raw = f.read()
-    offset = 0
-    while offset < len(raw):
-        d = zlib.decompressobj(wbits=31)
-        data = d.decompress(raw[offset:])
-        header = parse_header(data)
-        if header is not None:
-            chunks.append(Chunk(header.seq, header.timestamp, offset))
-        consumed = len(raw) - offset - len(d.unused_data)
-        if consumed <= 0 or not d.eof:
-            break
-        offset += consumed
-    return chunks or plain_chunks[:1]
-
-
-def _valid_json(line: bytes) -> bool:
+def valid_json(line: bytes) -> bool:
     try:
         return isinstance(json.loads(line), dict)
     except (ValueError, UnicodeDecodeError):

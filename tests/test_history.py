@@ -441,3 +441,184 @@ def test_fsync_interval_zero_syncs_every_record(
     synced.clear()
     fill(history, 3)
     assert len(synced) == 3
+
+
+# ---------------------------------------------------- found in the second review
+
+
+def test_queries_work_between_compression_and_its_installation(tmp_path: Path) -> None:
+    jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+    def run_in_thread(f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        jobs.append((f, args, d))
+        return d
+
+    history = make(tmp_path, count=10, compress=True, run_in_thread=run_in_thread)
+    fill(history, 15)
+    f, args, d = jobs.pop()
+    compressed = f(*args)  # the thread has finished; the reactor has not heard yet
+    assert seqs(history.query(Query(after_seq=0, limit=20)).lines) == list(range(1, 16))
+    assert seqs(history.query(Query(limit=20)).lines) == list(range(1, 16))
+    d.callback(compressed)
+    assert seqs(history.query(Query(after_seq=0, limit=20)).lines) == list(range(1, 16))
+
+
+def test_a_failed_compression_leaves_the_file_readable_and_goes_on(tmp_path: Path) -> None:
+    jobs: list[Deferred[Any]] = []
+
+    def run_in_thread(f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        jobs.append(d)
+        return d
+
+    history = make(tmp_path, count=5, compress=True, run_in_thread=run_in_thread)
+    fill(history, 11)  # two rotated files
+    jobs.pop().errback(OSError(28, "No space left on device"))
+    assert len(jobs) == 1  # it moved on to the next file
+    assert seqs(list(history.iter_all())) == list(range(1, 12))
+
+
+def truncate_gz(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_truncated_gzip_file_neither_crashes_start_up_nor_queries(tmp_path: Path) -> None:
+    history = make(tmp_path, count=CHUNK_RECORDS * 3, compress=True)
+    fill(history, CHUNK_RECORDS * 3 + 5)
+    history.close()
+    [segment] = history.segments
+    truncate_gz(tmp_path / "logs" / segment.name, 0.5)
+    for page in (
+        Query(limit=10),
+        Query(after_seq=0, limit=1000),
+        Query(before_seq=CHUNK_RECORDS * 3, limit=10),
+    ):
+        make(tmp_path, count=CHUNK_RECORDS * 3, compress=True).query(page)  # no exception
+    (tmp_path / "logs" / INDEX).unlink()
+    again = History(
+        tmp_path / "logs",
+        Clock(),
+        LogRotation(size=10**9, count=CHUNK_RECORDS * 3, compress=True, max_age=0),
+        tmp_path / "corrupted",
+    )
+    repair = again.open(full_check=True)
+    assert repair.damaged_files == 1
+    readable = seqs(list(again.iter_all()))
+    assert readable[:CHUNK_RECORDS] == list(range(1, CHUNK_RECORDS + 1))  # before the damage
+    assert readable[-5:] == list(range(CHUNK_RECORDS * 3 + 1, CHUNK_RECORDS * 3 + 6))
+    assert (tmp_path / "corrupted" / f"{tmp_path.name}-{segment.name}").exists()
+    assert again.append(None, "server", {}).seq == CHUNK_RECORDS * 3 + 6
+
+
+def test_garbage_inside_a_gzip_member_is_not_fatal(tmp_path: Path) -> None:
+    history = make(tmp_path, count=20, compress=True)
+    fill(history, 25)
+    [segment] = history.segments
+    path = tmp_path / "logs" / segment.name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+    page = history.query(Query(limit=100))
+    assert seqs(page.lines)[-5:] == [21, 22, 23, 24, 25]
+
+
+def test_page_memory_is_bounded_by_the_page_not_the_limit(tmp_path: Path) -> None:
+    import tracemalloc
+
+    history = make(tmp_path)
+    for _ in range(300):
+        history.append(None, "claude", {"type": "user", "blob": "x" * 200_000})
+    tracemalloc.start()
+    page = history.query(Query(after_seq=0, limit=1000))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert page.has_more and len(page.lines) < 30
+    assert peak < 16 * 1024 * 1024  # 300 x 200 KB = 60 MB if it collected first
+
+
+def test_a_failed_index_write_during_rotation_does_not_break_the_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pocket_agent.history as module
+
+    history = make(tmp_path, count=5)
+    fill(history, 4)
+    real = module.write_index
+    calls = {"n": 0}
+
+    def flaky(*args: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(28, "No space left on device")
+        real(*args)
+
+    monkeypatch.setattr(module, "write_index", flaky)
+    fill(history, 6)  # the 5th record rotates, and the index write fails once
+    assert history.last_seq == 10
+    assert seqs(history.query(Query(after_seq=0, limit=20)).lines) == list(range(1, 11))
+    history.close()
+    assert seqs(list(make(tmp_path, count=5).iter_all())) == list(range(1, 11))
+
+
+def test_filtered_queries_skip_chunks_without_that_direction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pocket_agent.history as module
+
+    history = make(tmp_path, count=CHUNK_RECORDS * 4, compress=True)
+    for _ in range(CHUNK_RECORDS * 4):
+        history.append(None, "claude", {"type": "x"})
+    history.append(None, "client", {"type": "user_prompt"})
+    reads: list[int] = []
+    real = module.read_chunk
+    monkeypatch.setattr(module, "read_chunk", lambda *a: (reads.append(a[1]), real(*a))[1])
+    page = history.query(Query(after_seq=0, limit=10, direction="client"))
+    assert seqs(page.lines) == [CHUNK_RECORDS * 4 + 1]
+    assert len(reads) == 1  # only the current file's chunk; the 4 claude-only chunks are skipped
+
+
+def test_a_damaged_record_with_an_intact_header_is_not_served(tmp_path: Path) -> None:
+    history = make(tmp_path)
+    fill(history, 3)
+    history.close()
+    path = tmp_path / "logs" / CURRENT
+    lines = path.read_bytes().splitlines()
+    lines[1] = lines[1][:-5] + b"#####"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    again = make(tmp_path)
+    page = again.query(Query(after_seq=0, limit=10))
+    assert seqs(page.lines) == [1, 3]
+    for line in page.lines:
+        json.loads(line)
+
+
+def test_hints_pointing_mid_line_are_ignored(tmp_path: Path) -> None:
+    history = make(tmp_path)
+    fill(history, 20)
+    history.close()
+    (tmp_path / "logs" / "current.chunks").write_text("7 2026-01-01T00:00:00.000Z 300\n")
+    again = make(tmp_path)
+    assert seqs(list(again.iter_all())) == list(range(1, 21))
+
+
+def test_a_quiet_projects_current_file_expires_too(tmp_path: Path) -> None:
+    clock = Clock()
+    history = make(tmp_path, clock, max_age=30 * DAY)
+    fill(history, 5)
+    history.close()
+    clock.advance(31 * DAY)
+    again = make(tmp_path, clock, max_age=30 * DAY)
+    assert list(again.iter_all()) == []
+    assert again.append(None, "server", {}).seq == 6
+
+
+def test_timestamps_never_go_back(tmp_path: Path) -> None:
+    clock = Clock()
+    clock.advance(1000)
+    history = make(tmp_path, clock)
+    first = history.append(None, "server", {})
+    clock.rightNow = 10  # the wall clock steps back
+    second = history.append(None, "server", {})
+    assert second.timestamp >= first.timestamp
