@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +46,16 @@ def is_gone(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not is_gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    """Wait for a process that is not our child to exit: a pidfd becomes readable then."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    return bool(readable) or is_gone(pid)
 
 
 def recorded_turns(name: str) -> list[list[dict[str, Any]]]:
@@ -254,17 +258,18 @@ def test_unknown_flag(fake: Env) -> None:
     assert done.stderr == "error: unknown option '--bogus-flag'\n"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal only happens as root")
 @pytest.mark.parametrize(
     "flags", [["--dangerously-skip-permissions"], ["--permission-mode", "bypassPermissions"]]
 )
 def test_root_refuses_to_skip_permissions_unless_sandboxed(fake: Env, flags: list[str]) -> None:
-    done = fake.run(*SJ, *flags, stdin=user_line("hi"))
+    done = fake.run(*SJ, *flags, stdin=user_line("hi"), FAKE_CLAUDE_EUID="0")
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == offline("bypass.stderr")
-    done = fake.run(*SJ, *flags, stdin=user_line("hi"), IS_SANDBOX="1")
+    done = fake.run(*SJ, *flags, stdin=user_line("hi"), IS_SANDBOX="1", FAKE_CLAUDE_EUID="0")
     assert done.returncode == 0
     assert json.loads(done.stdout.splitlines()[0])["permissionMode"] == "bypassPermissions"
+    done = fake.run(*SJ, *flags, stdin=user_line("hi"), FAKE_CLAUDE_EUID="1000")
+    assert done.returncode == 0  # not root: no refusal
 
 
 def test_flags_are_accepted_and_logged(fake: Env) -> None:
