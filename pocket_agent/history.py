@@ -14,7 +14,6 @@ they need, so their memory is bounded by the page, not by the history.
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import shutil
@@ -29,7 +28,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from .config import LogRotation
-from .protocol import MAX_PAGE, rfc3339
+from .pages import Page, Query, Source, run_query
+from .protocol import rfc3339
 from .segments import (
     Chunk,
     ChunkBuilder,
@@ -40,14 +40,11 @@ from .segments import (
     read_chunk,
     read_index,
     scan_segment,
-    valid_json,
     write_index,
 )
 from .storage import fsync_dir
 
 CURRENT = "messages_current.jsonl"
-# One page is one WebSocket frame: keep it well below a connection's send buffer.
-MAX_PAGE_BYTES = 4 * 1024 * 1024
 CHUNKS = "current.chunks"
 INDEX = "index.json"
 
@@ -62,30 +59,6 @@ class Record:
     direction: str  # client | claude | server
     message: dict[str, Any] = attrs.field(eq=False, repr=False)
     line: bytes = attrs.field(repr=False)  # the JSON object, no newline
-
-
-@attrs.frozen
-class Page:
-    """One ``get_messages`` answer: complete record lines, oldest first."""
-
-    lines: list[bytes]
-    has_more: bool
-    first_seq: int | None
-    last_seq: int | None
-    project_last_seq: int
-
-
-@attrs.frozen
-class Query:
-    after_seq: int | None = None
-    since: str | None = None  # normalised RFC 3339 (exclusive)
-    before_seq: int | None = None
-    limit: int = 100
-    direction: str | None = None  # None = all
-
-    @property
-    def forward(self) -> bool:
-        return self.after_seq is not None or self.since is not None
 
 
 def encode_record(
@@ -512,27 +485,10 @@ class History:
     # --------------------------------------------------------------------- query
 
     def query(self, q: Query) -> Page:
-        """At most ``limit`` records and about ``MAX_PAGE_BYTES`` (always at least one
-        record); ``has_more`` says whether more matching records exist beyond the page.
-        Memory is bounded by the page: chunks are read one at a time."""
-        page = _PageBuilder(max(1, min(q.limit, MAX_PAGE)))
-        if q.forward:
-            self._forward(q, page)
-            lines = page.lines
-        else:
-            self._backward(q, page)
-            lines = page.lines[::-1]
-        first = parse_header(lines[0]) if lines else None
-        last = parse_header(lines[-1]) if lines else None
-        return Page(
-            lines=lines,
-            has_more=page.more,
-            first_seq=first.seq if first else None,
-            last_seq=last.seq if last else None,
-            project_last_seq=self.last_seq,
-        )
+        """One page of records (see :mod:`pocket_agent.pages`)."""
+        return run_query(self._sources(), q, self.last_seq)
 
-    def _sources(self) -> list[tuple[Path, list[Chunk], bool, int, str]]:
+    def _sources(self) -> list[Source]:
         """(path, chunks, compressed, last_seq, last_ts) of every file, oldest first."""
         sources = [
             (self.directory / s.name, list(s.chunks), s.compressed, s.last_seq, s.last_ts)
@@ -544,79 +500,11 @@ class History:
             )
         return sources
 
-    def _forward(self, q: Query, page: _PageBuilder) -> None:
-        after = q.after_seq or 0
-        since = q.since or ""
-        for path, chunks, compressed, last_seq, last_ts in self._sources():
-            if last_seq <= after or last_ts <= since or not chunks:
-                continue
-            start = max(
-                bisect.bisect_right([c.first_seq for c in chunks], after + 1) - 1,
-                bisect.bisect_right([c.first_ts for c in chunks], since) - 1 if since else 0,
-                0,
-            )
-            for i in range(start, len(chunks)):
-                if not chunks[i].may_hold(q.direction):
-                    continue
-                for line in read_chunk(path, i, chunks, compressed):
-                    header = parse_header(line)
-                    if header is None:
-                        continue
-                    if q.before_seq is not None and header.seq >= q.before_seq:
-                        return
-                    if header.seq <= after or header.timestamp <= since:
-                        continue
-                    if q.direction and header.direction != q.direction:
-                        continue
-                    if page.full_with(line):
-                        return
-
-    def _backward(self, q: Query, page: _PageBuilder) -> None:
-        before = q.before_seq if q.before_seq is not None else self.last_seq + 1
-        for path, chunks, compressed, _last_seq, _ in reversed(self._sources()):
-            if not chunks or chunks[0].first_seq >= before:
-                continue
-            start = bisect.bisect_left([c.first_seq for c in chunks], before) - 1
-            for i in range(start, -1, -1):
-                if not chunks[i].may_hold(q.direction):
-                    continue
-                for line in reversed(read_chunk(path, i, chunks, compressed)):
-                    header = parse_header(line)
-                    if header is None or header.seq >= before:
-                        continue
-                    if q.direction and header.direction != q.direction:
-                        continue
-                    if page.full_with(line):
-                        return
-
     def iter_all(self) -> Iterator[bytes]:
         """Every record line, oldest first (for tests and repair)."""
         for path, chunks, compressed, _, _ in self._sources():
             for i in range(len(chunks)):
                 yield from read_chunk(path, i, chunks, compressed)
-
-
-class _PageBuilder:
-    """Collects a page as lines are found, never holding more than the page."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.lines: list[bytes] = []
-        self.size = 0
-        self.more = False
-
-    def full_with(self, line: bytes) -> bool:
-        """Take ``line`` if it fits; True once the page is full (and more exist)."""
-        if len(self.lines) >= self.limit or (
-            self.lines and self.size + len(line) > MAX_PAGE_BYTES
-        ):
-            self.more = True
-            return True
-        if not valid_json(line):  # a damaged record is skipped, never served
-            return False
-        self.lines.append(line)
-        self.size += len(line)
-        return False
 
 
 def _hint(chunk: Chunk) -> bytes:

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from . import __version__
 from .config import Config
 from .execution import Executor
-from .history import Query
+from .pages import Query
 from .projects import Project, ProjectRegistry
 from .protocol import (
     HistoryMessage,

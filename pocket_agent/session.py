@@ -14,7 +14,7 @@ from collections.abc import Callable
 from twisted.logger import Logger
 
 from . import __version__
-from .history import Query
+from .pages import Query
 from .protocol import (
     MAX_PAGE,
     PROTOCOL_VERSION,

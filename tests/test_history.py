@@ -15,7 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from pocket_agent.config import LogRotation
-from pocket_agent.history import CURRENT, INDEX, History, Query
+from pocket_agent.history import CURRENT, INDEX, History
+from pocket_agent.pages import Query
 from pocket_agent.segments import CHUNK_RECORDS
 
 DIRECTIONS = ("client", "claude", "server")
@@ -565,7 +566,7 @@ def test_a_failed_index_write_during_rotation_does_not_break_the_history(
 def test_filtered_queries_skip_chunks_without_that_direction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pocket_agent.history as module
+    import pocket_agent.pages as module
 
     history = make(tmp_path, count=CHUNK_RECORDS * 4, compress=True)
     for _ in range(CHUNK_RECORDS * 4):
