@@ -12,8 +12,9 @@ import hmac
 import os
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -23,7 +24,11 @@ from .storage import atomic_write_bytes
 
 TOKEN_BYTES = 32
 BEARER_PREFIX = "bearer."
-FORWARDING_HEADERS = ("x-forwarded-for", "x-real-ip", "forwarded")
+# Any of these means a proxy relayed the request: it must not pass for loopback.
+FORWARDING_HEADERS = frozenset(
+    {"forwarded", "via", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip"}
+)
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
 
@@ -85,33 +90,61 @@ def address_key(address: IAddress) -> str:
 class Credentials:
     """What one request presented, independent of HTTP library."""
 
-    peer: str
-    local: bool
-    forwarded: bool
-    token: str | None
+    peer: str  # the throttling key: the socket peer, or the client a local proxy names
+    local: bool  # loopback TCP or a UNIX socket
+    forwarded: bool  # relayed by a proxy
+    same_machine: bool  # Host (and Origin, if any) name this machine: no DNS rebinding
+    token: str | None  # "" when a credential was presented but empty or not Bearer
 
     @classmethod
     def from_request(
-        cls,
-        address: IAddress,
-        header: Callable[[str], str | None],
-        query_tokens: Sequence[str],
+        cls, address: IAddress, headers: Mapping[str, str], query_tokens: Sequence[str]
     ) -> Credentials:
-        """``header`` looks up a lower-case header name; ``query_tokens``: ``?token=`` values."""
+        """``headers`` has lower-case names; ``query_tokens``: the ``?token=`` values."""
         token = None
-        authorization = header("authorization")
-        if authorization and authorization[:7].lower() == "bearer ":
-            token = authorization[7:].strip()
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, value = authorization.strip().partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else ""
         if token is None:
-            token = bearer_subprotocol(offered_subprotocols(header("sec-websocket-protocol")))
+            token = bearer_subprotocol(offered_subprotocols(headers.get("sec-websocket-protocol")))
         if token is None and query_tokens:
             token = query_tokens[0]
+        forwarded = any(
+            name in FORWARDING_HEADERS or name.startswith("x-forwarded-") for name in headers
+        )
+        peer = address_key(address)
+        if forwarded and is_local(address):
+            client = (headers.get("x-forwarded-for") or headers.get("x-real-ip") or "").split(",")
+            peer = f"via-proxy:{client[0].strip()}"  # one bucket per relayed client
         return cls(
-            peer=address_key(address),
+            peer=peer,
             local=is_local(address),
-            forwarded=any(header(h) is not None for h in FORWARDING_HEADERS),
+            forwarded=forwarded,
+            same_machine=_names_this_machine(headers.get("host"), headers.get("origin")),
             token=token,
         )
+
+    @property
+    def trusted_local(self) -> bool:
+        """Loopback trust (SPEC §7), but never through a proxy or a rebound DNS name."""
+        return self.local and not self.forwarded and self.same_machine
+
+
+def _host_of(value: str) -> str | None:
+    try:
+        return urlsplit(value if "//" in value else f"//{value}").hostname
+    except ValueError:
+        return None
+
+
+def _names_this_machine(host: str | None, origin: str | None) -> bool:
+    """A page served from evil.example that rebinds its name to 127.0.0.1 sends
+    ``Host: evil.example``: only loopback names (or none: UNIX sockets, old clients)
+    qualify, and a browser Origin must be a loopback one too."""
+    if host is not None and _host_of(host) not in LOOPBACK_NAMES:
+        return False
+    return not origin or _host_of(origin) in LOOPBACK_NAMES
 
 
 def offered_subprotocols(header_value: str | None) -> list[str]:
@@ -161,16 +194,17 @@ class Authenticator:
         """``anonymous_ok``: a request without a token is a plain REFUSED, not a counted
         failure (``/health`` for monitors that carry no token)."""
         now = self.clock.seconds()
+        if credentials.token is None and self.trust_loopback and credentials.trusted_local:
+            return Verdict.LOOPBACK  # never throttled: nobody can lock the operator out
         recent = self._recent_failures(credentials.peer, now)
         if recent is not None and len(recent) >= self.MAX_FAILURES:
             return self._fail(credentials, Verdict.THROTTLED)
         if credentials.token is not None:
-            if hmac.compare_digest(credentials.token.encode(), self._token().encode()):
+            expected = self._token().encode()
+            if credentials.token and hmac.compare_digest(credentials.token.encode(), expected):
                 return Verdict.TOKEN
             self._record_failure(credentials.peer, now)
             return self._fail(credentials, Verdict.REFUSED)
-        if self.trust_loopback and credentials.local and not credentials.forwarded:
-            return Verdict.LOOPBACK
         if anonymous_ok:
             return Verdict.REFUSED
         self._record_failure(credentials.peer, now)

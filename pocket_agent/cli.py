@@ -19,8 +19,15 @@ from . import __version__
 from .auth import TokenFile, ensure_token, new_token, write_token
 from .config import Config
 from .storage import DataDirLock, DataDirLocked
-from .tap import Options, build_registry, build_service, exit_cleanly_on_signals, listen_plan
-from .tls import certificate_fingerprint, ensure_dev_certificate
+from .tap import (
+    Options,
+    build_registry,
+    build_service,
+    endpoint_parts,
+    exit_cleanly_on_signals,
+    listen_plan,
+)
+from .tls import TLSError, certificate_fingerprint, ensure_dev_certificate
 
 OptionsT = TypeVar("OptionsT", bound=Options)
 
@@ -46,7 +53,7 @@ def run_server(argv: Sequence[str]) -> int:
     # the process here with one line (StartupError is a SystemExit).
     service.privilegedStartService()
     reactor.callWhenRunning(service.startService)
-    reactor.callWhenRunning(exit_cleanly_on_signals, reactor)
+    reactor.callWhenRunning(exit_cleanly_on_signals, reactor, service)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
     return 0
@@ -75,8 +82,9 @@ def pairing_host() -> str:
 def pairing_url(config: Config, host: str, token: str) -> str:
     port = 8443
     for _original, endpoint, tls in listen_plan(config):
-        if tls and endpoint.startswith("tcp:"):
-            port = int(endpoint.split(":")[1])
+        kind, args, kwargs = endpoint_parts(endpoint)
+        if tls and kind == "tcp":
+            port = int(kwargs.get("port") or args[0])
             break
     return f"wss://{host}:{port}/ws?token={token}"
 
@@ -86,13 +94,18 @@ def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     if options is None or options.config is None:
         return 2
     config = options.config
-    ensure_dev_certificate(config.tls.cert, config.tls.key)
-    if options["rotate"]:
-        write_token(config.auth.token_file, new_token())
-        print(f"New token written to {config.auth.token_file}", file=out)
-    else:
-        ensure_token(config.auth.token_file)
-    token = TokenFile(config.auth.token_file).current()
+    try:
+        ensure_dev_certificate(config.tls.cert, config.tls.key)
+        if options["rotate"]:
+            write_token(config.auth.token_file, new_token())
+            print(f"New token written to {config.auth.token_file}", file=out)
+            print("A running server closes the connections of the old one.", file=out)
+        else:
+            ensure_token(config.auth.token_file)
+        token = TokenFile(config.auth.token_file).current()
+    except (OSError, ValueError, TLSError) as e:
+        print(f"pocket-agent-server token: {e}", file=sys.stderr)
+        return 1
     url = pairing_url(config, options["host"] or pairing_host(), token)
     print(f"Token:       {token}", file=out)
     print(f"URL:         {url}", file=out)

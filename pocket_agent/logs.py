@@ -28,6 +28,8 @@ from twisted.logger import (
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
+from .errors import StartupError
+
 LEVEL_NAMES = {
     LogLevel.debug: "debug",
     LogLevel.info: "info",
@@ -43,7 +45,7 @@ LEVELS = {
 }
 _SKIP = {"format", "message", "isError", "failure", "why", "time", "system", "printed"}
 _SCALARS = (str, int, float, bool, type(None))
-_TOKEN = re.compile(r"((?:[?&]|\b)token=|[Bb]earer[ .])[A-Za-z0-9_\-]{8,}")
+_TOKEN = re.compile(r"((?:[?&]|\b)tok(?:en|%65n)=|[Bb]earer[ .])[^&\s\"',;]+")
 
 
 def redact(text: str) -> str:
@@ -126,16 +128,27 @@ class LogService(Service):
     def set_level(self, level: str) -> None:
         self.predicate.setLogLevelForNamespace("", LEVELS[level])
 
-    def startService(self) -> None:
+    def privilegedStartService(self) -> None:
+        """Open the log file before anything listens: a path we cannot write ends
+        start-up with one line instead of leaving a server running with no log."""
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            logfile = LogFile(
-                self.path.name,
-                str(self.path.parent),
-                rotateLength=self.rotate_bytes,
-                maxRotatedFiles=10,
-            )
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                logfile = LogFile(
+                    self.path.name,
+                    str(self.path.parent),
+                    rotateLength=self.rotate_bytes,
+                    maxRotatedFiles=10,
+                )
+            except OSError as e:
+                raise StartupError(
+                    f"logging.file: cannot open {self.path}: {e.strerror}"
+                ) from None
             self._files.append(logfile)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        for logfile in self._files:
             self._observe(LineObserver(logfile, self.formatter))
         if self.extra_stream is not None:
             self._observe(LineObserver(self.extra_stream, text_line))

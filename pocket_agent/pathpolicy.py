@@ -7,6 +7,7 @@ that points at ``/etc`` is refused like ``/etc`` itself.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,6 +40,9 @@ SYSTEM_DIRECTORIES: tuple[Path, ...] = tuple(
         "/var/spool",
     )
 )
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 def _invalid(path: str, reason: str) -> ProtocolError:
@@ -85,7 +89,9 @@ class PathPolicy:
         """The real path ``raw`` names, or INVALID_PATH saying which rule it broke."""
         if not raw.startswith("/"):
             raise _invalid(raw, "must be an absolute path")
-        if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        if any(unicodedata.category(c) in _INVISIBLE for c in raw):
+            # C0/C1 controls, bidi overrides, line separators: they make a path on the
+            # phone's screen look like another one.
             raise _invalid(raw, "contains control characters")
         if ".." in raw.split("/"):
             raise _invalid(raw, "must not contain '..' segments")

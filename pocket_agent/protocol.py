@@ -90,8 +90,15 @@ def decode_envelope(payload: bytes | str) -> Envelope:
         obj = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
         raise invalid("frame", f"not valid JSON ({e})") from None
+    except RecursionError:
+        raise invalid("frame", "nested too deeply") from None
     if not isinstance(obj, dict):
         raise invalid("frame", "must be a JSON object")
+    try:
+        # JSON may spell lone surrogates ("\ud800"): no UTF-8 can carry them back out.
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise invalid("frame", "contains unpaired UTF-16 surrogates") from None
     mtype = obj.get("type")
     if not isinstance(mtype, str) or not mtype:
         raise invalid("type", "must be a non-empty string")
@@ -115,10 +122,13 @@ def request_id_of(payload: bytes | str) -> str | None:
     """Best effort: the request_id of a frame that failed validation, so errors still echo it."""
     try:
         obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        rid = obj.get("request_id") if isinstance(obj, dict) else None
+        if isinstance(rid, str) and len(rid) <= MAX_REQUEST_ID_LENGTH:
+            rid.encode()  # a lone surrogate cannot be echoed
+            return rid
+    except Exception:  # whatever made the frame invalid in the first place
         return None
-    rid = obj.get("request_id") if isinstance(obj, dict) else None
-    return rid if isinstance(rid, str) and len(rid) <= MAX_REQUEST_ID_LENGTH else None
+    return None
 
 
 def _bool(data: Mapping[str, Any], name: str, default: bool) -> bool:

@@ -34,6 +34,7 @@ from .protocol import (
 from .storage import DataDirLock
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
 LOW_DISK_BYTES = 100 * 1024 * 1024
 
 
@@ -41,6 +42,7 @@ class Peer(Protocol):
     """What the domain needs of a connected client."""
 
     connection_id: str
+    authenticated_as: str  # "token" | "loopback"
 
     def deliver(self, message: Outgoing) -> None: ...
 
@@ -173,6 +175,13 @@ class PocketAgent(Service):
         self._peers[peer.connection_id] = peer
         self._following[peer.connection_id] = []
         return True
+
+    def revoke_token_sessions(self) -> int:
+        """The token changed: connections that paired with the old one must pair again."""
+        peers = [p for p in self._peers.values() if p.authenticated_as == "token"]
+        for peer in peers:
+            peer.close(CLOSE_POLICY, "token rotated: pair again")
+        return len(peers)
 
     def disconnect(self, peer: Peer) -> None:
         if self._peers.pop(peer.connection_id, None) is None:

@@ -28,6 +28,7 @@ from twisted.internet.interfaces import (
     IReactorCore,
     IStreamServerEndpoint,
 )
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -94,10 +95,11 @@ class Options(usage.Options):
             self.config = load_config(self.overrides(), os.environ)
             listen_plan(self.config)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # Not a UsageError: twistd would print its whole usage text before the line.
+            raise StartupError(str(e)) from None
 
 
-def _parts(description: str) -> tuple[str, list[str], dict[str, str]]:
+def endpoint_parts(description: str) -> tuple[str, list[str], dict[str, str]]:
     kind, *rest = (part.replace("\\:", ":") for part in _SPLIT.split(description))
     args = [a for a in rest if "=" not in a]
     kwargs = dict(a.split("=", 1) for a in rest if "=" in a)
@@ -113,7 +115,7 @@ def listen_plan(config: Config) -> list[tuple[str, str, bool]]:
     """
     plan = []
     for description in config.listen:
-        kind, args, kwargs = _parts(description)
+        kind, args, kwargs = endpoint_parts(description)
         if kind not in SUPPORTED_ENDPOINTS:
             raise ConfigError(
                 f"listen: {description!r}: endpoint type {kind!r} is not supported "
@@ -132,6 +134,9 @@ def listen_plan(config: Config) -> list[tuple[str, str, bool]]:
                     "use ssl: or pass --insecure"
                 )
             plan.append((description, description, False))
+        elif kind == "unix" and "mode" not in kwargs:
+            # UNIX clients count as loopback: only the server's own user may connect.
+            plan.append((description, f"{description}:mode=600", False))
         else:
             plan.append((description, description, kind == "systemd"))
     return plan
@@ -142,6 +147,32 @@ class PocketAgentService(MultiService):
     stop listening, then close connections, then release the lock, and the log last,
     so every step of the shutdown is still logged. (MultiService stops them all at once.)
     """
+
+    log = Logger()
+    agent: PocketAgent
+    tls_options: ReloadableServerOptions | None = None
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except BaseException:
+            self.agent.lock.release()  # a failed start leaves no stale lock behind
+            raise
+
+    def reload(self) -> None:
+        """SIGHUP: swap in a renewed TLS certificate without dropping anyone."""
+        if self.tls_options is None:
+            return
+        try:
+            changed = self.tls_options.reload()
+        except TLSError as e:
+            self.log.error("SIGHUP: keeping the old certificate: {error}", error=str(e))
+            return
+        self.log.info(
+            "SIGHUP: TLS certificate {what}",
+            what="reloaded" if changed else "unchanged",
+            fingerprint=self.tls_options.fingerprint,
+        )
 
     @defer.inlineCallbacks
     def stopService(self) -> Generator[defer.Deferred[object], object, None]:
@@ -232,6 +263,42 @@ class ReadyAnnouncement(Service):
         )
 
 
+class TokenWatch(Service):
+    """``token --rotate`` writes a new token file: close the connections that paired
+    with the old one (within ``INTERVAL``; SPEC §7). New ones already need the new one."""
+
+    INTERVAL = 2.0
+    log = Logger()
+
+    def __init__(self, tokens: TokenFile, agent: PocketAgent, clock: Any) -> None:
+        self.tokens = tokens
+        self.agent = agent
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = clock
+        self._known: str | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._known = self.tokens.current()
+        self._loop.start(self.INTERVAL, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    def check(self) -> None:
+        try:
+            token = self.tokens.current()
+        except (OSError, ValueError) as e:
+            self.log.error("Cannot read the token file: {error}", error=str(e))
+            return
+        if token != self._known:
+            self._known = token
+            closed = self.agent.revoke_token_sessions()
+            self.log.warn("Token rotated: closed {n} connections that used the old one", n=closed)
+
+
 def build_registry(config: Config, reactor: Any) -> ProjectRegistry:
     """Projects and their histories as the server (and ``repair``) sees them."""
     return ProjectRegistry(
@@ -254,7 +321,7 @@ def build_registry(config: Config, reactor: Any) -> ProjectRegistry:
     )
 
 
-def build_service(config: Config, reactor: Any, stdout: Any = None) -> MultiService:
+def build_service(config: Config, reactor: Any, stdout: Any = None) -> PocketAgentService:
     """Everything the server runs, not yet started. Raises StartupError with one line."""
     plan = listen_plan(config)
     created = []
@@ -264,15 +331,15 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> MultiServ
             created.append(f"self-signed certificate {config.tls.cert}")
         if ensure_token(config.auth.token_file):
             created.append(f"auth token {config.auth.token_file}")
+        tokens = TokenFile(config.auth.token_file)
+        tokens.current()  # a damaged token file stops start-up, not every later login
         tls_options = ReloadableServerOptions(config.tls.cert, config.tls.key)
-    except (OSError, TLSError) as e:
+    except (OSError, ValueError, TLSError) as e:
         raise StartupError(str(e)) from None
 
     registry = build_registry(config, reactor)
     agent = PocketAgent(config, registry, reactor, DataDirLock(config.data_dir / ".lock"))
-    authenticator = Authenticator(
-        TokenFile(config.auth.token_file).current, config.auth.trust_loopback, reactor
-    )
+    authenticator = Authenticator(tokens.current, config.auth.trust_loopback, reactor)
     authenticator.on_failure = lambda credentials, verdict: Logger().warn(
         "Authentication failed",
         peer=credentials.peer,
@@ -300,13 +367,15 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> MultiServ
         listener = ListenerService(original, endpoint, factory, tls=wrap_tls)
         listener.setServiceParent(root)
         listeners.append(listener)
+    TokenWatch(tokens, agent, reactor).setServiceParent(root)
     ReadyAnnouncement(config, listeners, created).setServiceParent(root)
-    root.agent = agent  # type: ignore[attr-defined]
+    root.agent = agent
+    root.tls_options = tls_options
     root.listeners = listeners  # type: ignore[attr-defined]
     return root
 
 
-def exit_cleanly_on_signals(reactor: Any) -> None:
+def exit_cleanly_on_signals(reactor: Any, service: PocketAgentService | None = None) -> None:
     """SIGTERM/SIGINT stop the reactor and the process then exits 0 (SPEC §9).
 
     Twisted's own handlers remember the signal and twistd re-raises it at exit, so a
@@ -321,9 +390,15 @@ def exit_cleanly_on_signals(reactor: Any) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, handler)
+    if service is not None:
+
+        def hangup(signum: int, frame: object) -> None:
+            reactor.callFromThread(service.reload)
+
+        signal.signal(signal.SIGHUP, hangup)
 
 
-def makeService(options: Options, reactor: IReactorCore | None = None) -> MultiService:
+def makeService(options: Options, reactor: IReactorCore | None = None) -> PocketAgentService:
     """twistd's entry point (through the plugin)."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -331,5 +406,5 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> MultiS
         reactor = global_reactor
     assert options.config is not None, "parseOptions() first"
     service = build_service(options.config, reactor)
-    reactor.callWhenRunning(exit_cleanly_on_signals, reactor)
+    reactor.callWhenRunning(exit_cleanly_on_signals, reactor, service)
     return service

@@ -22,13 +22,13 @@ from .websocket import PocketAgentFactory
 
 
 def request_credentials(request: Request) -> Credentials:
-    def header(name: str) -> str | None:
-        value = request.getHeader(name)
-        return value.decode("latin-1") if isinstance(value, bytes) else value
-
+    headers = {
+        name.decode("latin-1").lower(): values[-1].decode("latin-1")
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
     tokens = [t.decode("utf-8", "replace") for t in (request.args or {}).get(b"token", [])]
     peer: IAddress = request.getClientAddress()
-    return Credentials.from_request(peer, header, tokens)
+    return Credentials.from_request(peer, headers, tokens)
 
 
 def json_response(request: Request, status: int, body: dict[str, Any]) -> bytes:
@@ -58,6 +58,22 @@ class HealthResource(Resource):
         return json_response(request, status, body)
 
 
+def safe_uri(request: Request) -> str:
+    """The path and the query as Twisted decoded them, ``token`` values replaced
+    (however the client percent-encoded the name or the value)."""
+    path = request.uri.split(b"?", 1)[0].decode("latin-1")
+    args = request.args or {}
+    if not args:
+        return path
+    pairs = []
+    for key, values in args.items():
+        name = key.decode("utf-8", "replace")
+        for value in values:
+            shown = "<redacted>" if name == "token" else value.decode("utf-8", "replace")
+            pairs.append(f"{name}={shown}")
+    return f"{path}?{'&'.join(pairs)}"
+
+
 class PocketAgentSite(Site):
     """A Site whose access log is a structured debug event with any token redacted."""
 
@@ -67,7 +83,7 @@ class PocketAgentSite(Site):
         self._log.debug(
             "HTTP request",
             method=request.method.decode("latin-1"),
-            uri=redact(request.uri.decode("latin-1")),
+            uri=redact(safe_uri(request)),
             code=request.code,
             peer=getattr(request.getClientAddress(), "host", None),
         )

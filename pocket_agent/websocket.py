@@ -25,6 +25,7 @@ from .server import PocketAgent
 from .session import Session
 
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -100,20 +101,19 @@ class PocketAgentProtocol(WebSocketServerProtocol):
     def _on_connect(self, request: ConnectionRequest) -> str | None:
         factory = self.factory
         assert self.transport is not None
+        # Origin first: a cross-site page must not even count failures against us.
+        host = request.headers.get("host")
+        if not origin_allowed(request.origin, host, factory.config.auth.allowed_origins):
+            self._log.warn("Refused a browser Origin", origin=request.origin)
+            raise ConnectionDeny(403, "Origin not allowed")
         credentials = Credentials.from_request(
-            self.transport.getPeer(),
-            request.headers.get,
-            request.params.get("token", []),
+            self.transport.getPeer(), request.headers, request.params.get("token", [])
         )
         verdict = factory.authenticator.check(credentials)
         if verdict is Verdict.THROTTLED:
             raise ConnectionDeny(429, "Too Many Requests")
         if not verdict.allowed:
             raise ConnectionDeny(401, "Unauthorized")
-        host = request.headers.get("host")
-        if not origin_allowed(request.origin, host, factory.config.auth.allowed_origins):
-            self._log.warn("Refused a browser Origin", origin=request.origin)
-            raise ConnectionDeny(403, "Origin not allowed")
         self._authenticated_as = verdict.value
         # Never echo a ``bearer.<token>`` entry: select ours or none.
         offered = offered_subprotocols(request.headers.get("sec-websocket-protocol"))
@@ -137,6 +137,9 @@ class PocketAgentProtocol(WebSocketServerProtocol):
             abort=lambda: self.dropConnection(abort=True),
         )
         if not factory.agent.connect(session):
+            if not factory.agent.accepting:
+                self.close(CLOSE_GOING_AWAY, "server shutting down")
+                return
             limit = factory.config.limits.max_connections
             self.send(
                 error_message(
@@ -277,6 +280,8 @@ class PocketAgentFactory(WebSocketServerFactory):
             autoPingInterval=timeouts.ping_interval,
             autoPingTimeout=timeouts.pong_timeout,
             maxFramePayloadSize=limits.max_message_size,
+            # "Origin: null" reaches our own check (403) instead of autobahn's 400.
+            allowNullOrigin=True,
             # Send the 1009 close frame instead of cutting the TCP connection.
             failByDrop=False,
         )

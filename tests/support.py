@@ -257,9 +257,10 @@ class Harness:
         protocols: list[str] | None = None,
         origin: str | None = None,
         query: str = "",
+        host: str = "localhost",
     ) -> Client:
         client_factory = WebSocketClientFactory(
-            url=f"wss://localhost:8443/ws{query}",
+            url=f"wss://{host}:8443/ws{query}",
             headers=headers or {},
             protocols=protocols,
             origin=origin,

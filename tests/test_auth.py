@@ -25,12 +25,13 @@ TOKEN = "t" * 43
 
 
 def creds(token: str | None = None, local: bool = True, forwarded: bool = False) -> Credentials:
-    return Credentials(peer="192.0.2.1", local=local, forwarded=forwarded, token=token)
+    return Credentials(
+        peer="192.0.2.1", local=local, forwarded=forwarded, same_machine=True, token=token
+    )
 
 
-def headers(**values: str):  # type: ignore[no-untyped-def]
-    lowered = {k.replace("_", "-").lower(): v for k, v in values.items()}
-    return lowered.get
+def headers(**values: str) -> dict[str, str]:
+    return {k.replace("_", "-").lower(): v for k, v in values.items()}
 
 
 def test_new_tokens_are_long_urlsafe_and_random() -> None:
@@ -105,15 +106,29 @@ def test_credentials_prefer_header_then_subprotocol_then_query() -> None:
     assert sub.token == "from-sub"
     query = Credentials.from_request(peer, headers(), ["from-query"])
     assert query.token == "from-query"
-    none = Credentials.from_request(peer, headers(authorization="Basic abc"), [])
+    none = Credentials.from_request(peer, headers(), [])
     assert none.token is None
     assert (none.peer, none.local, none.forwarded) == ("192.0.2.1", False, False)
+    # Any credential presented counts, even an empty or non-Bearer one.
+    assert Credentials.from_request(peer, headers(authorization="Basic abc"), []).token == ""
+    assert Credentials.from_request(peer, headers(authorization="Bearer"), []).token == ""
 
 
 def test_credentials_notice_proxies() -> None:
     peer = IPv4Address("TCP", "127.0.0.1", 1)
-    for header in ("x_forwarded_for", "x_real_ip", "forwarded"):
-        assert Credentials.from_request(peer, headers(**{header: "1.2.3.4"}), []).forwarded
+    for header in (
+        "x_forwarded_for",
+        "x_real_ip",
+        "forwarded",
+        "x_forwarded_host",
+        "x_forwarded_proto",
+        "via",
+        "x_client_ip",
+        "true_client_ip",
+        "cf_connecting_ip",
+    ):
+        found = Credentials.from_request(peer, headers(**{header: "1.2.3.4"}), [])
+        assert found.forwarded and not found.trusted_local, header
 
 
 def test_verdicts() -> None:
@@ -163,8 +178,9 @@ def test_failure_memory_is_bounded() -> None:
     auth = Authenticator(lambda: TOKEN, True, Clock())
     auth.MAX_TRACKED_ADDRESSES = 100
     for i in range(500):
+        peer = f"10.0.{i // 256}.{i % 256}"
         auth.check(
-            Credentials(peer=f"10.0.{i // 256}.{i % 256}", local=False, forwarded=False, token="x")
+            Credentials(peer=peer, local=False, forwarded=False, same_machine=True, token="x")
         )
     assert len(auth._failures) == 100
 
@@ -175,3 +191,48 @@ def test_failure_hook_sees_no_token_value() -> None:
     auth.on_failure = lambda c, v: seen.append((c, v))
     auth.check(creds("wrong", local=False))
     assert [v for _, v in seen] == [Verdict.REFUSED]
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "trusted"),
+    [
+        ("127.0.0.1:8443", None, True),
+        ("localhost:8443", "https://localhost:8443", True),
+        ("[::1]:8443", None, True),
+        (None, None, True),
+        ("evil.example:8443", "http://evil.example:8443", False),  # DNS rebinding
+        ("evil.example:8443", None, False),
+        ("127.0.0.1:8443", "https://evil.example", False),
+    ],
+)
+def test_loopback_trust_needs_a_loopback_name(
+    host: str | None, origin: str | None, trusted: bool
+) -> None:
+    values = {k: v for k, v in (("host", host), ("origin", origin)) if v is not None}
+    found = Credentials.from_request(IPv4Address("TCP", "127.0.0.1", 1), values, [])
+    assert found.trusted_local is trusted
+    verdict = Authenticator(lambda: TOKEN, True, Clock()).check(found)
+    assert (verdict is Verdict.LOOPBACK) is trusted
+
+
+def test_failures_through_a_local_proxy_cannot_lock_out_anyone_else() -> None:
+    auth = Authenticator(lambda: TOKEN, True, Clock())
+    local = IPv4Address("TCP", "127.0.0.1", 1)
+    attacker = headers(x_forwarded_for="203.0.113.66", authorization="Bearer wrong")
+    for _ in range(12):
+        auth.check(Credentials.from_request(local, attacker, []))
+    assert auth.check(Credentials.from_request(local, attacker, [])) is Verdict.THROTTLED
+    phone = headers(x_forwarded_for="198.51.100.7", authorization=f"Bearer {TOKEN}")
+    assert auth.check(Credentials.from_request(local, phone, [])) is Verdict.TOKEN
+    assert (
+        auth.check(Credentials.from_request(local, headers(host="127.0.0.1:8443"), []))
+        is Verdict.LOOPBACK
+    )
+
+
+def test_empty_bearer_from_loopback_is_refused() -> None:
+    auth = Authenticator(lambda: TOKEN, True, Clock())
+    local = IPv4Address("TCP", "127.0.0.1", 1)
+    for value in ("Bearer", "Bearer ", "Basic abc"):
+        found = Credentials.from_request(local, headers(authorization=value), [])
+        assert auth.check(found) is Verdict.REFUSED, value

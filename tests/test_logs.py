@@ -80,6 +80,7 @@ def test_log_service_writes_json_lines_filtered_by_level(tmp_path: Path) -> None
     path = tmp_path / "server.log"
     service = LogService("info", "json", path)
     log = Logger(namespace="test")
+    service.privilegedStartService()
     service.startService()
     try:
         log.debug("hidden")
@@ -106,3 +107,23 @@ def test_log_service_text_to_a_stream(tmp_path: Path) -> None:
     assert stream.getvalue().count("\n") == 1
     assert "WARN  Loud peer=1.2.3.4" in stream.getvalue()
     assert globalLogPublisher  # observers were removed: nothing else to check
+
+
+def test_an_unwritable_log_file_ends_start_up_with_one_line(tmp_path: Path) -> None:
+    from pocket_agent.errors import StartupError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    service = LogService("info", "json", blocker / "server.log")
+    try:
+        service.privilegedStartService()
+    except StartupError as e:
+        assert "logging.file" in e.message and "\n" not in e.message
+    else:
+        raise AssertionError("start-up went on without a log")
+
+
+def test_redaction_handles_encodings_and_odd_characters() -> None:
+    assert redact("/h?tok%65n=abc-123") == "/h?tok%65n=<redacted>"
+    assert redact("GET /ws?token=%4Aabc&x=1") == "GET /ws?token=<redacted>&x=1"
+    assert redact("authorization: Bearer a.b~c") == "authorization: Bearer <redacted>"

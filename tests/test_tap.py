@@ -25,6 +25,7 @@ from pocket_agent.tap import (
     listen_plan,
     makeService,
 )
+from pocket_agent.tls import ensure_dev_certificate
 from tests.support import make_config
 
 
@@ -55,7 +56,7 @@ def test_listen_plan() -> None:
         ),
         ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.0.1", False),
         ("tcp6:8080:interface=\\:\\:1", "tcp6:8080:interface=\\:\\:1", False),
-        ("unix:/run/pa.sock", "unix:/run/pa.sock", False),
+        ("unix:/run/pa.sock", "unix:/run/pa.sock:mode=600", False),
         ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0", True),
     ]
 
@@ -94,11 +95,14 @@ def test_options_build_the_config(tmp_path: Path) -> None:
     assert config.logging.level == "debug"
 
 
-def test_bad_options_are_one_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(usage.UsageError, match="--log-level"):
+def test_bad_config_values_end_start_up_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match="--log-level") as caught:
         Options().parseOptions(["--root", str(tmp_path), "--log-level", "loud"])
-    with pytest.raises(usage.UsageError, match="--insecure"):
+    assert "\n" not in caught.value.message and caught.value.code
+    with pytest.raises(StartupError, match="--insecure"):
         Options().parseOptions(["--root", str(tmp_path), "--listen", "tcp:80"])
+    with pytest.raises(usage.UsageError):  # an unknown option is still a usage error
+        Options().parseOptions(["--no-such-option"])
 
 
 def test_build_service_prepares_the_root(tmp_path: Path) -> None:
@@ -112,6 +116,7 @@ def test_build_service_prepares_the_root(tmp_path: Path) -> None:
         "LogService",
         "PocketAgent",
         "ListenerService",
+        "TokenWatch",
         "ReadyAnnouncement",
     ]
 
@@ -191,3 +196,42 @@ def test_make_service_uses_the_parsed_config(tmp_path: Path) -> None:
     assert [listener.description for listener in service.listeners] == [
         "ssl:0:interface=127.0.0.1"
     ]
+
+
+def test_a_failed_start_releases_the_lock(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    service = build_service(config, MemoryReactorClock())
+
+    class Taken:
+        def listen(self, factory: Any) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            d.errback(CannotListenError("", 8443, OSError(98, "Address already in use")))
+            return d
+
+    service.listeners[0].endpoint = Taken()  # type: ignore[attr-defined]
+    with pytest.raises(StartupError):
+        service.privilegedStartService()
+    assert not (config.data_dir / ".lock").exists()
+
+
+def test_a_damaged_token_file_ends_start_up_with_one_line(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    config.auth.token_file.parent.mkdir(parents=True)
+    config.auth.token_file.write_text("short\n")
+    with pytest.raises(StartupError, match="shorter than 32"):
+        build_service(config, MemoryReactorClock())
+
+
+def test_sighup_reloads_the_certificate(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    service = build_service(config, MemoryReactorClock())
+    assert service.tls_options is not None
+    before = service.tls_options.fingerprint
+    config.tls.cert.unlink()
+    config.tls.key.unlink()
+    ensure_dev_certificate(config.tls.cert, config.tls.key)
+    service.reload()
+    assert service.tls_options.fingerprint != before
+    config.tls.key.write_text("garbage")
+    service.reload()  # a bad new key keeps the old certificate in use
+    assert service.tls_options.fingerprint != before

@@ -67,7 +67,8 @@ def test_access_log_redacts_the_token() -> None:
     globalLogPublisher.addObserver(events.append)
     try:
         request = DummyRequest([b"ws"])
-        request.uri = f"/ws?token={TOKEN}".encode()
+        request.uri = f"/ws?tok%65n=%4A{TOKEN}&x=1".encode()
+        request.args = {b"token": [f"J{TOKEN}".encode()], b"x": [b"1"]}
         request.method = b"GET"
         request.code = 101
         PocketAgentSite(None).log(request)  # type: ignore[arg-type]
@@ -75,4 +76,4 @@ def test_access_log_redacts_the_token() -> None:
         globalLogPublisher.removeObserver(events.append)
     [event] = [e for e in events if e.get("log_format") == "HTTP request"]
     assert TOKEN not in json.dumps({k: str(v) for k, v in event.items()})
-    assert event["uri"] == "/ws?token=<redacted>"
+    assert event["uri"] == "/ws?token=<redacted>&x=1"

@@ -114,8 +114,28 @@ def test_cross_site_browser_origin_is_refused(harness: Harness) -> None:
 def test_same_origin_and_listed_origins_are_accepted(make_harness: Callable[..., Harness]) -> None:
     harness = make_harness(auth={"allowed_origins": ("https://app.example",)})
     harness.hello(origin="https://localhost:8443")
-    harness.hello(origin="https://app.example")
+    token = {"Authorization": f"Bearer {TOKEN}"}
+    harness.hello(origin="https://app.example", headers=token)
+    # A listed page is not this machine: it gets no loopback trust.
+    assert "401" in refused_status(harness.connect(origin="https://app.example"))
     assert "403" in refused_status(harness.connect(origin="https://localhost:9999"))
+    assert "403" in refused_status(harness.connect(origin="null"))
+
+
+def test_dns_rebinding_gets_no_loopback_trust(harness: Harness) -> None:
+    client = harness.connect(origin="https://evil.example:8443", host="evil.example")
+    assert "401" in refused_status(client)
+    _, hello = harness.hello(host="evil.example", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert hello["data"]["authenticated_as"] == "token"
+
+
+def test_cross_site_pages_cannot_lock_the_operator_out(harness: Harness) -> None:
+    for _ in range(20):
+        assert "403" in refused_status(
+            harness.connect(origin="https://evil.example", query="?token=x")
+        )
+    harness.hello()  # loopback, no token: still fine
+    assert harness.authenticator.failures_total == 0
 
 
 # ------------------------------------------------------------------ malformed input
@@ -516,3 +536,69 @@ def test_shutdown_drops_connections_that_never_close(harness: Harness) -> None:
     assert done.called
     assert harness.agent.connection_count == 0
     assert not (harness.config.data_dir / ".lock").exists()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "[" * 100_000,
+        '{"type": "health", "request_id": "\\ud800"}',
+        '{"type": "project_join", "project_id": "\\udc00"}',
+        '{"type": "project_create", "data": {"path": "/x\\ud800"}}',
+        '{"type": "execute", "project_id": "p", "data": {"prompt": "hello \\ud83d"}}',
+    ],
+)
+def test_hostile_frames_get_invalid_message_and_keep_the_connection(
+    harness: Harness, frame: str
+) -> None:
+    client, _ = harness.hello()
+    client.send_raw(frame)
+    [error] = client.new()
+    assert error["data"]["code"] == "INVALID_MESSAGE"
+    assert client.one("health")["type"] == "health_status"
+    assert harness.clock.processes == []
+
+
+def test_rotating_the_token_closes_connections_that_used_the_old_one(tmp_path: Any) -> None:
+    from twisted.internet.task import Clock
+
+    from pocket_agent.auth import TokenFile, write_token
+    from pocket_agent.tap import TokenWatch
+
+    harness = Harness(tmp_path)
+    try:
+        paired, _ = harness.hello(peer="192.0.2.10", headers={"Authorization": f"Bearer {TOKEN}"})
+        local, _ = harness.hello()
+        path = tmp_path / "token"
+        write_token(path, TOKEN)
+        clock = Clock()
+        watch = TokenWatch(TokenFile(path), harness.agent, clock)
+        watch.startService()
+        clock.advance(TokenWatch.INTERVAL)
+        paired.pump.flush()
+        assert not paired.protocol.closed
+        write_token(path, "n" * 43)
+        clock.advance(TokenWatch.INTERVAL)
+        paired.pump.flush()
+        local.pump.flush()
+        assert (paired.protocol.closed, paired.protocol.close_code) == (True, 1008)
+        assert not local.protocol.closed  # loopback never used the token
+        watch.stopService()
+    finally:
+        harness.stop()
+
+
+def test_a_connection_arriving_during_shutdown_is_told_so(harness: Harness) -> None:
+    harness.agent.accepting = False
+    client = harness.connect()
+    assert client.new() == []
+    assert client.protocol.close_code == 1001
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u202e", "\u2028", "\u200f"])
+def test_paths_with_invisible_characters_are_refused(harness: Harness, char: str) -> None:
+    client, _ = harness.hello()
+    error = client.one(
+        "project_create", data={"path": str(harness.home / f"a{char}b"), "create": True}
+    )
+    assert error["data"]["code"] == "INVALID_PATH"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -111,3 +112,15 @@ def test_port_in_use_fails_startup(daemons: DaemonPool, root: Path, home: Path) 
 
     # The failed start leaves at most a stale lock, which the next start takes over.
     daemons.start(root, home)
+
+
+@pytest.mark.e2e
+def test_sighup_reloads_and_keeps_serving(
+    daemons: DaemonPool, root: Path, home: Path, clients: Callable[..., Client]
+) -> None:
+    daemon = daemons.start(root, home)
+    client = clients(daemon)
+    os.kill(daemon.pid, signal.SIGHUP)
+    daemon.wait_for_line(re.compile("SIGHUP: TLS certificate"), timeout=10)
+    assert client.request("health", request_id="h")["type"] == "health_status"
+    assert daemon.terminate() == 0
