@@ -17,6 +17,7 @@ import attrs
 from .config import ClaudeConfig
 from .protocol import ErrorCode, ProtocolError, invalid
 
+REDACTED = "<redacted>"
 BASE_FLAGS = ("-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose")
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "auto", "dontAsk")
 DANGEROUS = ("dangerously_skip_permissions", "mcp_config")
@@ -39,11 +40,15 @@ class RunOptions:
     dangerously_skip_permissions: bool = False
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        """For the history: an MCP config may carry its servers' secrets, so it is not kept."""
+        wire = {
             k: list(v) if isinstance(v, tuple) else v
             for k, v in attrs.asdict(self, recurse=False).items()
             if v not in (None, (), False)
         }
+        if "mcp_config" in wire:
+            wire["mcp_config"] = REDACTED
+        return wire
 
 
 def _text(field: str) -> Callable[[object], str]:
@@ -172,6 +177,15 @@ def build_argv(
             argv += [flag, *values]
     argv += claude.extra_args
     return argv
+
+
+def printable_argv(argv: list[str]) -> list[str]:
+    """The argv as recorded in history: the value of ``--mcp-config`` left out."""
+    shown = list(argv)
+    for i, arg in enumerate(shown[:-1]):
+        if arg == "--mcp-config":
+            shown[i + 1] = REDACTED
+    return shown
 
 
 def build_env(claude: ClaudeConfig, inherited: Mapping[str, str]) -> dict[str, str]:

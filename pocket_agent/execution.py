@@ -23,7 +23,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .command import build_argv, build_env, find_binary, parse_options
+from .command import build_argv, build_env, find_binary, parse_options, printable_argv
 from .processes import ProcessTree
 from .protocol import (
     AgentMessage,
@@ -140,7 +140,7 @@ class Executor:
             prompt_record = {"type": "user_prompt", "prompt": prompt, "options": options.to_wire()}
             sink.record("client", prompt_record)
             started = {"type": "execution_started", "run_id": run_id, "cwd": str(project.path)}
-            sink.record("server", {**started, "argv": argv})
+            sink.record("server", {**started, "argv": printable_argv(argv)})
             self.log.info(
                 "Execution started",
                 project_id=project_id,

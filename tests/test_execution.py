@@ -169,6 +169,21 @@ def test_dangerous_options_when_allowed(make_harness: Callable[..., Harness]) ->
     process, _ = start(harness, client, pid, options=options)
     assert "--dangerously-skip-permissions" in process.args
     assert process.args[process.args.index("--mcp-config") + 1] == '{"mcpServers": {}}'
+    recorded = json.loads(
+        (harness.config.data_dir / "projects" / pid / "logs" / "messages_current.jsonl")
+        .read_text()
+        .splitlines()[1]
+    )
+    assert (
+        recorded["message"]["argv"][recorded["message"]["argv"].index("--mcp-config") + 1]
+        == "<redacted>"
+    )
+    prompt = json.loads(
+        (harness.config.data_dir / "projects" / pid / "logs" / "messages_current.jsonl")
+        .read_text()
+        .splitlines()[0]
+    )
+    assert prompt["message"]["options"]["mcp_config"] == "<redacted>"
     assert process.args[process.args.index("--permission-mode") + 1] == "bypassPermissions"
 
 
