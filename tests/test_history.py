@@ -54,6 +54,17 @@ def fill(history: History, n: int, clock: Clock | None = None) -> list[dict[str,
     return written
 
 
+def held_in(jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]]) -> Any:
+    """A run_in_thread that keeps each job for the test to run and finish by hand."""
+
+    def run_in_thread(f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        jobs.append((f, args, d))
+        return d
+
+    return run_in_thread
+
+
 def seqs(lines: list[bytes]) -> list[int]:
     return [json.loads(line)["seq"] for line in lines]
 
@@ -161,13 +172,7 @@ def test_compressed_files_are_plain_gzip(tmp_path: Path) -> None:
 
 def test_compression_runs_off_the_reactor_and_reads_go_on_meanwhile(tmp_path: Path) -> None:
     jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
-
-    def run_in_thread(f: Any, *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        jobs.append((f, args, d))
-        return d
-
-    history = make(tmp_path, count=10, compress=True, run_in_thread=run_in_thread)
+    history = make(tmp_path, count=10, compress=True, run_in_thread=held_in(jobs))
     fill(history, 25)
     assert len(jobs) == 1  # one at a time
     assert seqs(history.query(Query(after_seq=0, limit=30)).lines) == list(range(1, 26))
@@ -449,13 +454,7 @@ def test_fsync_interval_zero_syncs_every_record(
 
 def test_queries_work_between_compression_and_its_installation(tmp_path: Path) -> None:
     jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
-
-    def run_in_thread(f: Any, *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        jobs.append((f, args, d))
-        return d
-
-    history = make(tmp_path, count=10, compress=True, run_in_thread=run_in_thread)
+    history = make(tmp_path, count=10, compress=True, run_in_thread=held_in(jobs))
     fill(history, 15)
     f, args, d = jobs.pop()
     compressed = f(*args)  # the thread has finished; the reactor has not heard yet
