@@ -36,6 +36,14 @@ def run_until_idle(client: Client) -> list[dict[str, Any]]:
             return frames
 
 
+def wait_for_assistant(client: Client) -> None:
+    """Until claude has said something: the run is truly under way."""
+    client.expect(
+        lambda m: m["type"] == "agent_message" and m["data"]["message"].get("type") == "assistant",
+        timeout=20,
+    )
+
+
 def setup(
     daemons: DaemonPool, root: Path, home: Path, clients: Callable[..., Client]
 ) -> tuple[Any, str, Client, Client]:
@@ -79,10 +87,7 @@ def test_kill_over_the_wire(
 ) -> None:
     _daemon, pid, a, b = setup(daemons, root, home, clients)
     a.send("execute", {"prompt": "fake:hang"}, project_id=pid, request_id="x")
-    a.expect(
-        lambda m: m["type"] == "agent_message" and m["data"]["message"].get("type") == "assistant",
-        timeout=20,
-    )
+    wait_for_assistant(a)
     ack = a.request("agent_kill", project_id=pid, request_id="k")
     assert ack["data"] == {"status": "killed"}
     frames = run_until_idle(a)
@@ -98,10 +103,7 @@ def test_shutdown_during_a_run_records_it_and_exits_zero(
 ) -> None:
     daemon, pid, a, _b = setup(daemons, root, home, clients)
     a.send("execute", {"prompt": "fake:hang"}, project_id=pid, request_id="x")
-    a.expect(
-        lambda m: m["type"] == "agent_message" and m["data"]["message"].get("type") == "assistant",
-        timeout=20,
-    )
+    wait_for_assistant(a)
     assert daemon.terminate() == 0
     lines = (
         (root / "data" / "projects" / pid / "logs" / "messages_current.jsonl")
