@@ -25,8 +25,8 @@ from twisted.internet.task import Clock
 from bench._common import LINE, MESSAGE
 from pocket_agent.config import LogRotation
 from pocket_agent.history import History
-from pocket_agent.protocol import AgentMessage
-from pocket_agent.streamjson import LineSplitter, parse_line
+from pocket_agent.runs.streamjson import LineSplitter, parse_line
+from pocket_agent.wire.messages import AgentMessage
 
 ROTATION = LogRotation(size=100_000_000, count=10_000, compress=False, max_age=0)
 

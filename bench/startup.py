@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet.task import Clock
 
 from bench._common import build_history
+from pocket_agent.compose import build_registry
 from pocket_agent.config import Overrides, load_config
-from pocket_agent.tap import build_registry
 
 SERVER = Path(sys.executable).parent / "pocket-agent-server"
 

@@ -1,7 +1,7 @@
 """In-memory test harness: the real server protocol and a real autobahn client, no sockets.
 
-``Harness`` wires the same objects ``tap.build_service`` does (registry, domain,
-authenticator, WebSocket factory) around a ``MemoryReactorClock``; ``Harness.connect``
+``Harness`` builds the object graph with ``compose.build_app``, exactly as the daemon
+does, around a ``MemoryReactorClock`` that also plays the process spawner; ``Harness.connect``
 joins a real autobahn client protocol to a server protocol through ``iosim``, so the
 whole HTTP upgrade, framing and closing handshake run byte for byte, synchronously.
 """
@@ -21,13 +21,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.test import iosim
 from zope.interface import implementer
 
-from pocket_agent.auth import Authenticator
+from pocket_agent.compose import build_app
 from pocket_agent.config import Config, Overrides, ProjectsConfig, load_config
-from pocket_agent.pathpolicy import PathPolicy
-from pocket_agent.projects import ProjectRegistry, ProjectStore
-from pocket_agent.server import PocketAgent
-from pocket_agent.storage import DataDirLock
-from pocket_agent.websocket import PocketAgentFactory
+from pocket_agent.core.events import AuthFailed, Event
 
 TOKEN = "pairing-token-0123456789-abcdefghijklmnop"
 
@@ -44,6 +40,26 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     for name, changes in sections.items():
         config = attrs.evolve(config, **{name: attrs.evolve(getattr(config, name), **changes)})
     return config
+
+
+class EventRecorder:
+    """An observer of the event bus that keeps every event, for tests to count."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def observe(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@attrs.frozen
+class ActiveRun:
+    """Stands for a run in a project (``Project.run``) where no run machine is needed."""
+
+    run_id: str
 
 
 class RecordingClient(WebSocketClientProtocol):
@@ -226,28 +242,23 @@ class Harness:
         txaio.config.loop = self.clock
         self.config = make_config(tmp_path, **sections)
         self.home = tmp_path / "home"
-        config = self.config
-        registry = ProjectRegistry(
-            ProjectStore(config.data_dir),
-            PathPolicy.build(config.projects.allowed_roots, config.root, config.data_dir),
-            config.limits.max_projects,
+        self.app = build_app(
+            self.config,
             self.clock,
-            config.log_rotation,
+            lambda: TOKEN,
+            environ={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")},
+            tree_factory=self.clock.tree,
+            probe_versions=False,
+            run_in_thread=None,
         )
-        self.agent = PocketAgent(
-            config,
-            registry,
-            self.clock,
-            DataDirLock(config.data_dir / ".lock"),
-        )
-        self.agent.executor.tree_factory = self.clock.tree
-        self.agent.executor.probe_versions = False
-        self.agent.executor.environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
-        self.agent.privilegedStartService()
-        self.agent.startService()
+        self.events = EventRecorder()
+        self.app.bus.subscribe(self.events)
+        self.service = self.app.domain
+        self.service.privilegedStartService()
+        self.service.startService()
         self.pumps: list[iosim.IOPump] = []
-        self.authenticator = Authenticator(lambda: TOKEN, config.auth.trust_loopback, self.clock)
-        self.factory = PocketAgentFactory(self.agent, self.authenticator, config, self.clock)
+        self.authenticator = self.app.authenticator
+        self.factory = self.app.ws_factory
 
     def connect(
         self,
@@ -293,14 +304,18 @@ class Harness:
         assert messages and messages[0]["type"] == "server_hello", messages
         return client, messages[0]
 
+    @property
+    def auth_failures(self) -> int:
+        return len(self.events.of(AuthFailed))
+
     def project_dir(self, name: str) -> Path:
         path = self.home / name
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def stop(self) -> None:
-        if self.agent.running:
-            self.agent.stopService()
+        if self.service.running:
+            self.service.stopService()
             for pump in self.pumps:
                 pump.flush()
         txaio.config.loop = self._previous_loop

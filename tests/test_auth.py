@@ -10,7 +10,8 @@ import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 
-from pocket_agent.auth import (
+from pocket_agent.core.events import AuthFailed, EventBus
+from pocket_agent.net.auth import (
     Authenticator,
     Credentials,
     TokenFile,
@@ -20,6 +21,7 @@ from pocket_agent.auth import (
     new_token,
     write_token,
 )
+from tests.support import EventRecorder
 
 TOKEN = "t" * 43
 
@@ -131,22 +133,28 @@ def test_credentials_notice_proxies() -> None:
         assert found.forwarded and not found.trusted_local, header
 
 
+def recording_authenticator() -> tuple[Authenticator, EventRecorder]:
+    bus, seen = EventBus(), EventRecorder()
+    bus.subscribe(seen)
+    return Authenticator(lambda: TOKEN, True, Clock(), bus), seen
+
+
 def test_verdicts() -> None:
-    auth = Authenticator(lambda: TOKEN, True, Clock())
+    auth, seen = recording_authenticator()
     assert auth.check(creds(TOKEN, local=False)) is Verdict.TOKEN
     assert auth.check(creds(None, local=True)) is Verdict.LOOPBACK
     assert auth.check(creds(None, local=True, forwarded=True)) is Verdict.REFUSED
     assert auth.check(creds("wrong", local=True)) is Verdict.REFUSED
     assert auth.check(creds(None, local=False)) is Verdict.REFUSED
-    assert auth.failures_total == 3
+    assert len(seen.of(AuthFailed)) == 3
 
 
 def test_anonymous_health_probes_are_not_counted_as_failures() -> None:
-    auth = Authenticator(lambda: TOKEN, True, Clock())
+    auth, seen = recording_authenticator()
     for _ in range(50):
         assert auth.check(creds(None, local=False), anonymous_ok=True) is Verdict.REFUSED
     assert auth.check(creds(TOKEN, local=False)) is Verdict.TOKEN
-    assert auth.failures_total == 0
+    assert seen.of(AuthFailed) == []
 
 
 def test_throttle_window_slides() -> None:
@@ -185,12 +193,12 @@ def test_failure_memory_is_bounded() -> None:
     assert len(auth._failures) == 100
 
 
-def test_failure_hook_sees_no_token_value() -> None:
-    seen: list[tuple[Credentials, Verdict]] = []
-    auth = Authenticator(lambda: TOKEN, True, Clock())
-    auth.on_failure = lambda c, v: seen.append((c, v))
+def test_failure_event_carries_no_token_value() -> None:
+    auth, seen = recording_authenticator()
     auth.check(creds("wrong", local=False))
-    assert [v for _, v in seen] == [Verdict.REFUSED]
+    [event] = seen.of(AuthFailed)
+    assert (event.verdict, event.token_presented) == ("refused", True)
+    assert "wrong" not in repr(event)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from pocket_agent.protocol import ProjectStatus
+from pocket_agent.core.events import SlowConsumerDropped
+from pocket_agent.core.projects import ProjectStatus
 from tests.support import Client, FakeProcess, Harness
 
 SESSION = "1c354969-65b5-46b2-afc9-a7921a2306e3"
@@ -73,7 +74,7 @@ def finish_ok(harness: Harness, process: FakeProcess) -> None:
 def test_command_line_env_and_cwd(harness: Harness) -> None:
     pid, [client] = setup(harness)
     process, _ = start(harness, client, pid, 'say "hi"')
-    setsid = harness.agent.executor.setsid
+    setsid = harness.app.executor.setsid
     argv = [
         *([setsid] if setsid else []),
         "/bin/sh",
@@ -155,7 +156,7 @@ def test_bad_and_dangerous_options_are_refused(
     assert error["data"]["code"] == "INVALID_MESSAGE"
     assert error["data"]["details"]["field"] == field
     assert harness.clock.processes == []
-    assert harness.agent.registry.get(pid).status is ProjectStatus.IDLE
+    assert harness.app.registry.get(pid).status is ProjectStatus.IDLE
 
 
 def test_dangerous_options_when_allowed(make_harness: Callable[..., Harness]) -> None:
@@ -256,11 +257,11 @@ def test_seq_continues_across_runs_and_a_restart(
     pid, [client] = setup(harness)
     process, _ = start(harness, client, pid)
     finish_ok(harness, process)
-    last = harness.agent.registry.get(pid).last_seq
+    last = harness.app.registry.get(pid).last_seq
     assert last == 6
     harness.stop()
     again = make_harness()
-    assert again.agent.registry.get(pid).last_seq == last
+    assert again.app.registry.get(pid).last_seq == last
     client2, _ = again.hello()
     process, replies = start(again, client2, pid)
     assert records(replies)[0]["seq"] == last + 1
@@ -281,7 +282,7 @@ def test_execute_joins_the_requester(harness: Harness) -> None:
     ]
     _process, replies = start(harness, client, pid)
     assert kinds(replies)[:2] == ["project_state", "execute"]
-    assert harness.agent.follows(client.server.session, pid)
+    assert harness.app.hub.follows(client.server.session, pid)
 
 
 def test_non_json_and_stderr_become_server_records(harness: Harness) -> None:
@@ -331,7 +332,7 @@ def test_is_error_result_fails_even_with_exit_zero(harness: Harness) -> None:
     assert finished["outcome"] == "failed"
     assert finished["error"] == "Not logged in · Please run /login"
     assert error["code"] == "EXECUTION_FAILED"
-    state = harness.agent.registry.get(pid)
+    state = harness.app.registry.get(pid)
     assert (state.status, state.error_details) == (
         ProjectStatus.ERROR,
         "Not logged in · Please run /login",
@@ -410,7 +411,7 @@ def test_kill_escalates_int_term_kill(harness: Harness) -> None:
         "user",
     )
     assert errors == []  # a kill the user asked for is not an error
-    assert harness.agent.registry.get(pid).status is ProjectStatus.IDLE
+    assert harness.app.registry.get(pid).status is ProjectStatus.IDLE
 
 
 def test_kill_without_a_run_is_idle(harness: Harness) -> None:
@@ -458,7 +459,7 @@ def test_execution_timeout(make_harness: Callable[..., Harness]) -> None:
     finished, [error] = outcome_of(harness, client)
     assert (finished["outcome"], finished["reason"]) == ("timeout", "timeout")
     assert error["code"] == "EXECUTION_TIMEOUT"
-    assert harness.agent.registry.get(pid).status is ProjectStatus.ERROR
+    assert harness.app.registry.get(pid).status is ProjectStatus.ERROR
 
 
 def test_no_output_watchdog(make_harness: Callable[..., Harness]) -> None:
@@ -513,7 +514,7 @@ def test_missing_binary_is_claude_not_found(make_harness: Callable[..., Harness]
     pid, [client] = setup(harness)
     error = client.one("execute", project_id=pid, data={"prompt": "x"})
     assert error["data"]["code"] == "CLAUDE_NOT_FOUND"
-    assert harness.agent.registry.get(pid).status is ProjectStatus.IDLE
+    assert harness.app.registry.get(pid).status is ProjectStatus.IDLE
 
 
 def test_spawn_failure_is_claude_not_found(harness: Harness) -> None:
@@ -587,7 +588,7 @@ def test_shutdown_kills_runs_and_records_it(harness: Harness) -> None:
     pid, [client] = setup(harness)
     process, _ = start(harness, client, pid)
     process.emit(INIT)
-    done = harness.agent.stopService()
+    done = harness.service.stopService()
     tree = harness.clock.trees[-1]
     assert tree.signals == [("leader", signal.SIGINT)]
     assert not done.called
@@ -608,7 +609,7 @@ def test_shutdown_out_of_time_kills_at_once(make_harness: Callable[..., Harness]
     harness = make_harness(timeouts={"shutdown": 5.0, "kill_grace": 10.0})
     pid, [client] = setup(harness)
     process, _ = start(harness, client, pid)
-    done = harness.agent.stopService()
+    done = harness.service.stopService()
     harness.clock.advance(5)
     assert harness.clock.trees[-1].signals[-1] == ("all", signal.SIGKILL)
     process.exit(-1, signal=signal.SIGKILL)
@@ -629,13 +630,13 @@ def test_a_slow_follower_is_dropped_and_nobody_else_slows(
     harness.clock.advance(0)
     slow.pump.flush()
     assert slow.protocol.closed
-    assert harness.agent.connection_count == 1
-    assert harness.agent.executor.runs  # the run goes on
+    assert harness.app.hub.connection_count == 1
+    assert harness.app.executor.runs()  # the run goes on
     process.emit(RESULT)
     process.exit(0)
     received = [m for m in client.new() if m["type"] == "agent_message"]
     assert len([m for m in received if m["data"]["message"] == big]) == 5
-    assert harness.factory.slow_consumers_dropped == 1
+    assert len(harness.events.of(SlowConsumerDropped)) == 1
 
 
 def test_a_paused_follower_within_budget_keeps_everything(
@@ -683,7 +684,7 @@ def test_a_survivor_that_cannot_be_killed_does_not_hang_the_run(harness: Harness
     finished, _ = outcome_of(harness, client)
     assert finished["outcome"] == "success"
     assert tree.signals[-1] == ("all", signal.SIGKILL)
-    assert harness.agent.executor.runs == {}
+    assert harness.app.executor.runs() == []
 
 
 def test_zero_kill_grace_still_escalates(make_harness: Callable[..., Harness]) -> None:
@@ -733,7 +734,7 @@ def test_a_failing_disk_at_start_does_not_leave_the_project_executing(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pid, [client] = setup(harness)
-    history = harness.agent.registry.history(pid)
+    history = harness.app.registry.history(pid)
 
     def full(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
@@ -746,8 +747,8 @@ def test_a_failing_disk_at_start_does_not_leave_the_project_executing(
     ]
     assert error[0]["data"]["code"] == "INTERNAL_ERROR"
     monkeypatch.undo()
-    assert harness.agent.executor.runs == {}
-    assert harness.agent.registry.get(pid).status is ProjectStatus.IDLE
+    assert harness.app.executor.runs() == []
+    assert harness.app.registry.get(pid).status is ProjectStatus.IDLE
     start(harness, client, pid)  # usable again
 
 
@@ -761,12 +762,12 @@ def test_a_failing_disk_at_the_end_does_not_leave_the_project_executing(
     def full(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(harness.agent.registry, "save", full)
-    waiting = harness.agent.executor.finished(pid)
+    monkeypatch.setattr(harness.app.registry, "save", full)
+    waiting = harness.app.executor.finished(pid)
     process.exit(0)
     assert waiting.called
-    assert harness.agent.executor.runs == {}
-    assert harness.agent.registry.get(pid).status is not ProjectStatus.EXECUTING
+    assert harness.app.executor.runs() == []
+    assert harness.app.registry.get(pid).status is not ProjectStatus.EXECUTING
     monkeypatch.undo()
     client.new()
     assert client.request("project_delete", project_id=pid)[0]["type"] == "project_delete"
@@ -779,7 +780,7 @@ def test_claude_dying_inside_spawn(harness: Harness) -> None:
     finished = [m["data"] for m in replies if m["type"] == "execution_finished"]
     assert finished and finished[0]["outcome"] == "failed"
     assert replies[-1]["type"] == "project_state" and replies[-1]["data"]["state"] == "ERROR"
-    assert harness.agent.executor.runs == {}
+    assert harness.app.executor.runs() == []
 
 
 def test_a_last_line_without_newline_comes_before_the_end(harness: Harness) -> None:
@@ -798,7 +799,7 @@ def test_shutdown_never_waits_longer_than_its_limit(make_harness: Callable[..., 
     pid, [client] = setup(harness)
     _process, _ = start(harness, client, pid)
     tree = harness.clock.trees[-1]
-    done = harness.agent.stopService()
+    done = harness.service.stopService()
     client.pump.flush()
     harness.clock.advance(8)
     assert tree.signals[-1] == ("all", signal.SIGKILL)

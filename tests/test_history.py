@@ -15,9 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from pocket_agent.config import LogRotation
-from pocket_agent.history import CURRENT, INDEX, History
-from pocket_agent.pages import Query
-from pocket_agent.segments import CHUNK_RECORDS
+from pocket_agent.history import CURRENT, INDEX, History, Query
+from pocket_agent.history.segments import CHUNK_RECORDS
 
 DIRECTIONS = ("client", "claude", "server")
 DAY = 86400.0
@@ -541,7 +540,7 @@ def test_page_memory_is_bounded_by_the_page_not_the_limit(tmp_path: Path) -> Non
 def test_a_failed_index_write_during_rotation_does_not_break_the_history(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pocket_agent.history as module
+    import pocket_agent.history.log as module  # rotate() looks write_index up there
 
     history = make(tmp_path, count=5)
     fill(history, 4)
@@ -565,7 +564,7 @@ def test_a_failed_index_write_during_rotation_does_not_break_the_history(
 def test_filtered_queries_skip_chunks_without_that_direction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pocket_agent.pages as module
+    import pocket_agent.history.query as module  # where queries look read_chunk up
 
     history = make(tmp_path, count=CHUNK_RECORDS * 4, compress=True)
     for _ in range(CHUNK_RECORDS * 4):

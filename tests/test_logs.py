@@ -9,7 +9,7 @@ from pathlib import Path
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
-from pocket_agent.logs import LogService, json_line, redact, text_line
+from pocket_agent.ops.logs import LogService, json_line, redact, text_line
 
 
 def event(**fields: object) -> dict[str, object]:

@@ -8,8 +8,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from pocket_agent.pathpolicy import PathPolicy, is_within
-from pocket_agent.protocol import ErrorCode, ProtocolError
+from pocket_agent.core.errors import PathRefused
+from pocket_agent.core.pathpolicy import PathPolicy, is_within
+from pocket_agent.net.errors import wire_error
+from pocket_agent.wire.errors import ErrorCode
 
 
 @attrs.frozen
@@ -44,10 +46,10 @@ def layout(tmp_path: Path) -> Layout:
 
 def refusal(policy: PathPolicy, raw: str, *, may_be_missing: bool = False) -> str:
     """Resolve ``raw``, expecting INVALID_PATH; returns the reason it gives."""
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(PathRefused) as info:
         policy.resolve(raw, may_be_missing=may_be_missing)
     error = info.value
-    assert error.code == ErrorCode.INVALID_PATH
+    assert wire_error(error).code == ErrorCode.INVALID_PATH
     assert error.details is not None
     assert error.details["path"] == raw
     reason = error.details["reason"]
@@ -291,14 +293,14 @@ def test_protected_server_directories_are_refused_both_ways(tmp_path: Path) -> N
     policy = PathPolicy.build([home], tmp_path / "root", tmp_path / "data", protected=[certs])
     for raw in (certs, certs / "inner", home / "server"):
         raw.mkdir(exist_ok=True)
-        with pytest.raises(ProtocolError) as caught:
+        with pytest.raises(PathRefused) as caught:
             policy.resolve(str(raw))
-        assert caught.value.code is ErrorCode.INVALID_PATH
+        assert wire_error(caught.value).code is ErrorCode.INVALID_PATH
     (home / "app").mkdir()
     assert policy.resolve(str(home / "app")) == home / "app"
 
 
 def test_ancestors_of_system_directories_are_refused() -> None:
     policy = PathPolicy.build([Path("/")], Path("/nonexistent-root"), Path("/nonexistent-data"))
-    with pytest.raises(ProtocolError, match="system directories"):
+    with pytest.raises(PathRefused, match="system directories"):
         policy.resolve("/var")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pocket_agent.processes import ProcessTree, descendants, read_stat
+from pocket_agent.runs.tree import ProcessTree, descendants, read_stat
 
 
 def fake_proc(tmp: Path, procs: dict[int, tuple[str, int, int, int]]) -> Path:

@@ -16,10 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from pocket_agent import projects as projects_module
-from pocket_agent.pathpolicy import PathPolicy
-from pocket_agent.projects import Project, ProjectRegistry, ProjectStore
-from pocket_agent.protocol import ErrorCode, ProjectStatus, ProtocolError
+from pocket_agent.core import store as store_module
+from pocket_agent.core.errors import DomainError
+from pocket_agent.core.pathpolicy import PathPolicy
+from pocket_agent.core.projects import Project, ProjectStatus
+from pocket_agent.core.registry import ProjectRegistry
+from pocket_agent.core.store import ProjectStore
+from pocket_agent.net.errors import wire_error
+from pocket_agent.wire.errors import ErrorCode, ProtocolError
+from pocket_agent.wire.messages import project_state_data
+from tests.support import ActiveRun
 
 # 2023-11-14T22:13:20.250Z: a millisecond-exact clock reading, as on disk
 T0 = 1_700_000_000.25
@@ -91,10 +97,12 @@ def env(tmp_path: Path) -> Env:
 
 
 def refused(code: ErrorCode, call: Callable[[], object]) -> ProtocolError:
-    with pytest.raises(ProtocolError) as info:
+    """The domain's refusal, as the wire shows it."""
+    with pytest.raises(DomainError) as info:
         call()
-    assert info.value.code == code
-    return info.value
+    error = wire_error(info.value)
+    assert error.code == code
+    return error
 
 
 def snapshot(project: Project) -> dict[str, Any]:
@@ -333,7 +341,7 @@ def test_failed_metadata_write_leaves_no_project_behind(
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(projects_module, "atomic_write_json", disk_full)
+    monkeypatch.setattr(store_module, "atomic_write_json", disk_full)
     with pytest.raises(OSError):
         registry.create(str(directory), False)
     monkeypatch.undo()
@@ -353,8 +361,8 @@ def test_create_with_a_non_utf8_path(env: Env) -> None:
     raw = f"{env.home}/caf\udce9"
     try:
         project, created = registry.create(raw, True)
-    except ProtocolError as e:
-        assert e.code == ErrorCode.INVALID_PATH
+    except DomainError as e:
+        assert wire_error(e).code == ErrorCode.INVALID_PATH
         assert list(env.projects_dir.iterdir()) == []
     else:
         assert created is True
@@ -438,16 +446,17 @@ def test_delete_unknown_project(env: Env) -> None:
 def test_delete_while_executing_is_refused(env: Env) -> None:
     registry = env.registry()
     project, _ = registry.create(str(env.dir("app")), False)
-    project.status = ProjectStatus.EXECUTING
+    project.run = ActiveRun("run-1")
 
     error = refused(ErrorCode.PROCESS_ACTIVE, lambda: registry.delete(project.id))
 
-    assert error.details == {"project_id": project.id}
+    assert error.details == {"project_id": project.id, "run_id": "run-1"}
     assert registry.get(project.id) is project
     assert (env.projects_dir / project.id / "metadata.json").exists()
     assert project.id in env.index()
 
-    project.status = ProjectStatus.ERROR  # a failed run does not block deletion
+    project.run, project.error_details = None, "failed"  # a failed run does not block deletion
+    assert project.status is ProjectStatus.ERROR
     registry.delete(project.id)
     assert len(registry) == 0
 
@@ -463,7 +472,6 @@ def test_reload_gives_equal_projects(env: Env) -> None:
     b.session_id = "session-123"
     b.last_active = b.created_at + timedelta(minutes=5)
     b.error_details = "Claude exited with status 1"
-    b.status = ProjectStatus.ERROR
     registry.store.save(b)
 
     reloaded, report = env.reload()
@@ -478,7 +486,8 @@ def test_reload_gives_equal_projects(env: Env) -> None:
 def test_status_is_not_persisted(env: Env) -> None:
     registry = env.registry()
     project, _ = registry.create(str(env.dir("a")), False)
-    project.status = ProjectStatus.EXECUTING
+    project.run = ActiveRun("run-1")
+    assert project.status is ProjectStatus.EXECUTING
     registry.store.save(project)
     reloaded, _ = env.reload()
     assert reloaded.get(project.id).status is ProjectStatus.IDLE
@@ -873,10 +882,10 @@ def test_state_reflects_the_project() -> None:
         last_active=datetime(2024, 1, 2, tzinfo=UTC),
         session_id="s",
         error_details="boom",
-        status=ProjectStatus.ERROR,
         last_seq=42,
     )
-    wire = project.state(subscriber_count=3).to_wire()
+    assert project.status is ProjectStatus.ERROR
+    wire = project_state_data(project.snapshot(subscriber_count=3))
     assert wire == {
         "id": "p1",
         "path": "/w",

@@ -10,20 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pocket_agent.protocol import (
+from pocket_agent.core.projects import ProjectSnapshot as ProjectState
+from pocket_agent.core.projects import ProjectStatus
+from pocket_agent.times import rfc3339
+from pocket_agent.wire.envelope import decode_envelope, encode_envelope, request_id_of
+from pocket_agent.wire.errors import ErrorCode, ProtocolError
+from pocket_agent.wire.messages import ErrorMessage, project_state_data
+from pocket_agent.wire.requests import (
     REQUEST_TYPES,
-    ErrorCode,
-    Message,
     ProjectCreateRequest,
     ProjectJoinRequest,
-    ProjectState,
-    ProjectStatus,
-    ProtocolError,
-    decode_envelope,
-    error_message,
     parse_request,
-    request_id_of,
-    rfc3339,
 )
 
 json_values = st.recursive(
@@ -42,7 +39,7 @@ json_values = st.recursive(
 def test_message_encode_decodes_back_to_the_same_envelope(
     mtype: str, project_id: str | None, request_id: str | None, data: dict[str, Any]
 ) -> None:
-    encoded = Message(mtype, data, project_id=project_id, request_id=request_id).encode()
+    encoded = encode_envelope(mtype, data, project_id=project_id, request_id=request_id)
     envelope = decode_envelope(encoded)
     assert (envelope.type, envelope.project_id, envelope.request_id) == (
         mtype,
@@ -93,7 +90,7 @@ def test_target_project_prefers_top_level() -> None:
 
 def test_error_message_shape() -> None:
     error = ProtocolError(ErrorCode.PROJECT_LIMIT, "full", {"resource": "projects", "limit": 1})
-    assert error_message(error, request_id="r", project_id="p").to_wire() == {
+    assert ErrorMessage.of(error, request_id="r", project_id="p").to_wire() == {
         "type": "error",
         "project_id": "p",
         "request_id": "r",
@@ -122,7 +119,7 @@ def test_rfc3339_is_utc_with_z(moment: datetime, text: str) -> None:
 def test_project_state_omits_absent_error_details() -> None:
     when = datetime(2026, 1, 1, tzinfo=UTC)
     state = ProjectState("id", "/p", ProjectStatus.IDLE, None, when, when, 0, 0)
-    assert "error_details" not in state.to_wire()
+    assert "error_details" not in project_state_data(state)
     failed = ProjectState("id", "/p", ProjectStatus.ERROR, "s", when, when, 3, 1, "boom")
-    assert failed.to_wire()["error_details"] == "boom"
-    assert failed.to_wire()["state"] == "ERROR"
+    assert project_state_data(failed)["error_details"] == "boom"
+    assert project_state_data(failed)["state"] == "ERROR"

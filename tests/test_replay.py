@@ -105,7 +105,7 @@ def test_join_replays_what_was_missed_while_a_run_streams(harness: Harness) -> N
     assert seqs(history["messages"]) == [3, 4] and not history["has_more"]
     live = [f["data"]["seq"] for f in frames[3:] if f["type"] == "agent_message"]
     assert seqs(history["messages"]) + live == list(
-        range(3, harness.agent.registry.get(pid).last_seq + 1)
+        range(3, harness.app.registry.get(pid).last_seq + 1)
     )
 
 
@@ -114,7 +114,7 @@ def test_join_replay_is_capped_at_a_thousand_with_has_more(
 ) -> None:
     harness = make_harness()
     pid, [client] = setup(harness)
-    history = harness.agent.registry.history(pid)
+    history = harness.app.registry.history(pid)
     for i in range(1205):
         history.append(None, "server", {"type": "stderr", "text": str(i)})
     replies = client.request("project_join", project_id=pid, data={"after_seq": 0})

@@ -17,29 +17,33 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
+from pocket_agent.compose import App, build_app
 from pocket_agent.config import ClaudeConfig, Overrides, ProjectsConfig, load_config
-from pocket_agent.execution import probe_version
-from pocket_agent.pathpolicy import PathPolicy
-from pocket_agent.processes import alive
-from pocket_agent.projects import ProjectRegistry, ProjectStore
-from pocket_agent.protocol import Outgoing
-from pocket_agent.server import PocketAgent
-from pocket_agent.storage import DataDirLock
+from pocket_agent.core.events import Cause, Event
+from pocket_agent.core.hub import Departure
+from pocket_agent.runs.options import RunOptions
+from pocket_agent.runs.probe import probe_version
+from pocket_agent.runs.tree import alive
+from pocket_agent.wire.translate import frames_for
 from tests.fake_claude import FAKE_CLAUDE
 
 pytestmark = pytest.mark.e2e
 
 
 class Follower:
-    """A Peer that keeps what it was sent and lets a test wait for a frame type."""
+    """A follower that keeps the frames it was sent and lets a test wait for a frame type."""
 
     def __init__(self, name: str) -> None:
         self.connection_id = name
+        self.authenticated_as = "token"
         self.messages: list[dict[str, Any]] = []
         self._waiting: list[tuple[str, defer.Deferred[dict[str, Any]]]] = []
 
-    def deliver(self, message: Outgoing) -> None:
-        wire = json.loads(message.encode())
+    def deliver(self, event: Event) -> None:
+        for frame in frames_for(event):
+            self._keep(json.loads(frame.encode()))
+
+    def _keep(self, wire: dict[str, Any]) -> None:
         self.messages.append(wire)
         for entry in list(self._waiting):
             if entry[0] == wire["type"]:
@@ -51,7 +55,7 @@ class Follower:
         self._waiting.append((mtype, d))
         return d
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, why: Departure) -> None:
         pass
 
     def abort(self) -> None:
@@ -79,10 +83,10 @@ class RealRuns:
         self.cleanups.append(self._kill_leftovers)
         self.followers = [Follower("a"), Follower("b")]
         for follower in self.followers:
-            self.agent.connect(follower)
-            self.agent.join(follower, self.project.id)
+            self.agent.hub.connect(follower)
+            self.agent.hub.subscribe(follower, self.project.id, None)
 
-    def make_agent(self, **timeouts: float) -> PocketAgent:
+    def make_agent(self, **timeouts: float) -> App:
         config = load_config(Overrides(root=str(self.tmp / "root")), environ={})
         config = attrs.evolve(
             config,
@@ -104,24 +108,18 @@ class RealRuns:
                 config.timeouts, **{"kill_grace": 0.5, "execution": 30.0, **timeouts}
             ),
         )
-        registry = ProjectRegistry(
-            ProjectStore(config.data_dir),
-            PathPolicy.build(config.projects.allowed_roots, config.root, config.data_dir),
-            config.limits.max_projects,
-            reactor,
-        )
-        agent = PocketAgent(config, registry, reactor, DataDirLock(config.data_dir / ".lock"))
-        agent.privilegedStartService()
-        agent.startService()
-        self.cleanups.append(lambda: self._stop(agent))
-        return agent
+        app = build_app(config, reactor, lambda: "t" * 43)
+        app.domain.privilegedStartService()
+        app.domain.startService()
+        self.cleanups.append(lambda: self._stop(app))
+        return app
 
-    def _stop(self, agent: PocketAgent) -> defer.Deferred[Any] | None:
-        if not agent.running:
+    def _stop(self, app: App) -> defer.Deferred[Any] | None:
+        if not app.domain.running:
             return None
         for follower in getattr(self, "followers", []):
-            agent.disconnect(follower)
-        return agent.stopService()
+            app.hub.disconnect(follower)
+        return app.domain.stopService()
 
     def _kill_leftovers(self) -> None:
         """Whatever a failing test left behind dies here, by pid."""
@@ -144,7 +142,8 @@ class RealRuns:
             final = watcher.wait_for("project_state")
             return final.addCallback(lambda _: message["data"])
 
-        self.agent.executor.execute(self.project.id, prompt, None, lambda run_id: None)
+        # A requester that is not one of the followers: they see only the broadcast.
+        self.agent.executor.execute(Cause("requester"), self.project.id, prompt, RunOptions())
         return finished.addCallback(then_final_state)
 
     def child_pids(self) -> list[int]:
@@ -157,7 +156,7 @@ class RealRuns:
             claude = self.followers[0].claude_messages()
             started = [m for m in claude if "started" in json.dumps(m)]
             if len(started) >= count:
-                self.agent.executor.kill(self.project.id)
+                self.agent.executor.kill(Cause("test"), self.project.id)
             else:
                 self.followers[0].wait_for("agent_message").addCallback(check)
 
@@ -218,8 +217,10 @@ def test_a_child_that_ignores_int_and_term_still_dies(real: RealRuns) -> Any:
 
 @pytest_twisted.inlineCallbacks
 def test_timeout(real: RealRuns) -> Any:
-    config = real.agent.config
-    real.agent.config = attrs.evolve(config, timeouts=attrs.evolve(config.timeouts, execution=1.0))
+    config = real.agent.executor.config
+    real.agent.executor.config = attrs.evolve(
+        config, timeouts=attrs.evolve(config.timeouts, execution=1.0)
+    )
     result = yield real.run_prompt("fake:hang")
     assert (result["outcome"], result["reason"]) == ("timeout", "timeout")
     errors = [m for m in real.followers[0].messages if m["type"] == "error"]
@@ -272,7 +273,7 @@ def test_a_follower_that_leaves_mid_run_does_not_stop_it(real: RealRuns) -> Any:
     first_part = real.followers[1].wait_for("agent_message")
     done = real.run_prompt("fake:slow:3:0.2", watcher=real.followers[0])
     yield first_part
-    real.agent.disconnect(real.followers[1])
+    real.agent.hub.disconnect(real.followers[1])
     result = yield done
     assert result["outcome"] == "success"
     parts = [m for m in real.followers[0].claude_messages() if m["type"] == "assistant"]
@@ -317,5 +318,5 @@ def test_version_probe(real: RealRuns) -> Any:
     hanging.chmod(0o755)
     version = yield probe_version(reactor, str(hanging), env, timeout=0.3)
     assert version is None
-    status = real.agent.executor.claude_status()
+    status = real.agent.claude.status()
     assert (status["available"], status["path"]) == (True, str(FAKE_CLAUDE))

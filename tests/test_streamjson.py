@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pocket_agent.streamjson import LineSplitter, parse_line, user_message
+from pocket_agent.runs.streamjson import LineSplitter, parse_line, user_message
 
 
 def split(chunks: list[bytes], max_line: int = 1 << 20) -> list[tuple[str, bytes, int]]:

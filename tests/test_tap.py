@@ -15,17 +15,13 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
+from pocket_agent.compose import build_service
 from pocket_agent.config import ConfigError, Overrides, load_config
 from pocket_agent.errors import StartupError
-from pocket_agent.tap import (
-    ListenerService,
-    Options,
-    PocketAgentService,
-    build_service,
-    listen_plan,
-    makeService,
-)
-from pocket_agent.tls import ensure_dev_certificate
+from pocket_agent.net.listeners import ListenerService, listen_plan
+from pocket_agent.net.tls import ensure_dev_certificate
+from pocket_agent.services import PocketAgentService
+from pocket_agent.tap import Options, makeService
 from tests.support import make_config
 
 
@@ -114,7 +110,7 @@ def test_build_service_prepares_the_root(tmp_path: Path) -> None:
     assert stat.S_IMODE((root / "data" / "auth_token").stat().st_mode) == 0o600
     assert [type(s).__name__ for s in service] == [
         "LogService",
-        "PocketAgent",
+        "DomainService",
         "ListenerService",
         "TokenWatch",
         "ReadyAnnouncement",
@@ -175,7 +171,7 @@ def test_children_stop_one_by_one_in_reverse(tmp_path: Path) -> None:
             gates[self.label].addCallback(lambda _: events.append(f"done {self.label}"))
             return gates[self.label]
 
-    root = PocketAgentService()
+    root = PocketAgentService(None)
     for label in ("log", "agent", "listener"):
         Step(label).setServiceParent(root)
     root.startService()

@@ -31,7 +31,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
-from pocket_agent.tls import (
+from pocket_agent.net.tls import (
     DEV_CERT_LIFETIME,
     ReloadableServerOptions,
     TLSError,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import attrs
 from twisted.internet.address import IPv4Address
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.web.test.requesthelper import DummyRequest
 
-from pocket_agent.web import HealthResource, PocketAgentSite
+from pocket_agent.net.site import HealthResource, PocketAgentSite
 from tests.support import TOKEN, Harness
 
 
@@ -19,7 +18,7 @@ def get_health(harness: Harness, peer: str = "127.0.0.1", **headers: str) -> tup
     request.client = IPv4Address("TCP", peer, 40000)
     for name, value in headers.items():
         request.requestHeaders.addRawHeader(name.replace("_", "-"), value)
-    body = HealthResource(harness.agent, harness.authenticator).render_GET(request)
+    body = HealthResource(harness.app.health.report, harness.authenticator).render_GET(request)
     assert request.responseHeaders.getRawHeaders(b"content-type") == [b"application/json"]
     return request.responseCode or 200, json.loads(body)
 
@@ -36,21 +35,18 @@ def test_health_in_full_for_loopback_and_token(harness: Harness) -> None:
 def test_health_shows_only_status_without_a_token(harness: Harness) -> None:
     assert get_health(harness, X_Forwarded_For="203.0.113.9") == (200, {"status": "healthy"})
     assert get_health(harness, peer="192.0.2.4") == (200, {"status": "healthy"})
-    assert harness.authenticator.failures_total == 0
+    assert harness.auth_failures == 0
 
 
 def test_health_degraded_without_claude(harness: Harness) -> None:
-    harness.agent.config = attrs.evolve(
-        harness.agent.config,
-        claude=attrs.evolve(harness.agent.config.claude, binary="/nonexistent/claude"),
-    )
+    harness.app.claude.binary = "/nonexistent/claude"
     code, body = get_health(harness)
     assert (code, body["status"], body["claude"]["available"]) == (200, "degraded", False)
     assert "/nonexistent/claude" in body["claude"]["reason"]
 
 
 def test_health_unhealthy_is_503(harness: Harness) -> None:
-    harness.agent.lock.release()
+    harness.app.lock.release()
     code, body = get_health(harness, peer="192.0.2.4")
     assert (code, body) == (503, {"status": "unhealthy"})
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from pocket_agent.protocol import ProjectStatus
-from tests.support import TOKEN, Client, Harness
+from tests.support import TOKEN, ActiveRun, Client, Harness
 
 
 def refused_status(client: Client) -> str:
@@ -48,7 +47,7 @@ def test_each_connection_gets_its_own_id(harness: Harness) -> None:
 def test_forwarded_request_without_token_is_refused_before_upgrade(harness: Harness) -> None:
     client = harness.connect(headers={"X-Forwarded-For": "203.0.113.9"})
     assert "401" in refused_status(client)
-    assert harness.agent.connection_count == 0
+    assert harness.app.hub.connection_count == 0
 
 
 @pytest.mark.parametrize("header", ["X-Real-IP", "Forwarded"])
@@ -97,7 +96,7 @@ def test_ten_failures_in_a_minute_lock_the_address_out(harness: Harness) -> None
     harness.hello(peer="192.0.2.11", headers={"Authorization": f"Bearer {TOKEN}"})
     harness.clock.advance(61)
     harness.hello(**good)
-    assert harness.authenticator.failures_total == 11
+    assert harness.auth_failures == 11
 
 
 def test_loopback_trust_can_be_turned_off(make_harness: Callable[..., Harness]) -> None:
@@ -135,7 +134,7 @@ def test_cross_site_pages_cannot_lock_the_operator_out(harness: Harness) -> None
             harness.connect(origin="https://evil.example", query="?token=x")
         )
     harness.hello()  # loopback, no token: still fine
-    assert harness.authenticator.failures_total == 0
+    assert harness.auth_failures == 0
 
 
 # ------------------------------------------------------------------ malformed input
@@ -209,7 +208,7 @@ def test_a_bug_is_an_internal_error_not_a_crash(
     def broken() -> dict[str, Any]:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(harness.agent, "health", broken)
+    monkeypatch.setattr(harness.app.claude, "status", broken)
     error = client.one("health", request_id="h")
     assert (error["data"]["code"], error["request_id"]) == ("INTERNAL_ERROR", "h")
     assert "boom" not in error["data"]["message"]
@@ -353,7 +352,7 @@ def test_a_connection_follows_several_projects_and_defaults_to_the_last_joined(
     second = create(client, harness, "b")["project_id"]
     client.request("project_join", project_id=first)
     client.request("project_join", project_id=second)
-    assert set(harness.agent.following(client.server.session)) == {first, second}
+    assert set(harness.app.hub.following(client.server.session)) == {first, second}
     left = client.one("project_leave")  # no project_id: the last joined
     assert left["data"] == {"project_id": second, "status": "left"}
     left = client.one("project_leave")
@@ -403,17 +402,19 @@ def test_delete_replies_then_announces_and_keeps_the_directory(harness: Harness)
     assert other.new() == [announced]
     assert (harness.home / "app" / "work.txt").read_text() == "mine"
     assert not (harness.config.data_dir / "projects" / pid).exists()
-    assert harness.agent.following(other.server.session) == []
+    assert harness.app.hub.following(other.server.session) == []
     assert client.one("project_join", project_id=pid)["data"]["code"] == "PROJECT_NOT_FOUND"
 
 
 def test_delete_while_running_is_refused(harness: Harness) -> None:
     client, _ = harness.hello()
     pid = create(client, harness, "app")["project_id"]
-    harness.agent.registry.get(pid).status = ProjectStatus.EXECUTING
+    project = harness.app.registry.get(pid)
+    project.run = ActiveRun("run-1")
     error = client.one("project_delete", project_id=pid)
     assert error["data"]["code"] == "PROCESS_ACTIVE"
-    assert len(harness.agent.registry) == 1
+    assert len(harness.app.registry) == 1
+    project.run = None  # no run machine to stop at shutdown
 
 
 # ---------------------------------------------------------------- connection limits
@@ -429,7 +430,7 @@ def test_max_connections_sends_resource_limit_then_closes_1013(
     assert error["data"]["code"] == "RESOURCE_LIMIT"
     assert error["data"]["details"] == {"resource": "connections", "limit": 1}
     assert second.protocol.closed and second.protocol.close_code == 1013
-    assert harness.agent.connection_count == 1
+    assert harness.app.hub.connection_count == 1
     first.disconnect()
     harness.hello()
 
@@ -441,7 +442,7 @@ def test_oversized_message_closes_1009(make_harness: Callable[..., Harness]) -> 
     assert client.new()[0]["type"] == "health_status"
     client.send_raw(json.dumps({"type": "health", "pad": "x" * 2000}))
     assert client.protocol.closed and client.protocol.close_code == 1009
-    assert harness.agent.connection_count == 0
+    assert harness.app.hub.connection_count == 0
 
 
 def test_oversized_fragmented_message_closes_1009(make_harness: Callable[..., Harness]) -> None:
@@ -479,7 +480,7 @@ def test_idle_connection_is_closed(harness: Harness) -> None:
     client.pump.flush()
     assert client.protocol.closed
     assert client.protocol.close_code == 1000
-    assert harness.agent.connection_count == 0
+    assert harness.app.hub.connection_count == 0
 
 
 def test_a_follower_is_never_idle(harness: Harness) -> None:
@@ -509,11 +510,11 @@ def test_a_peer_that_never_answers_pings_is_dropped(make_harness: Callable[..., 
     client.protocol.onPing = lambda payload: None  # type: ignore[method-assign]
     harness.clock.advance(5.0)
     client.pump.flush()
-    assert harness.agent.connection_count == 1
+    assert harness.app.hub.connection_count == 1
     for _ in range(4):
         harness.clock.advance(5.0)
         client.pump.flush()
-    assert harness.agent.connection_count == 0
+    assert harness.app.hub.connection_count == 0
 
 
 # ----------------------------------------------------------------------- shutdown
@@ -521,7 +522,7 @@ def test_a_peer_that_never_answers_pings_is_dropped(make_harness: Callable[..., 
 
 def test_shutdown_closes_connections_with_1001_and_releases_the_lock(harness: Harness) -> None:
     client, _ = harness.hello()
-    done = harness.agent.stopService()
+    done = harness.service.stopService()
     client.pump.flush()
     assert client.protocol.close_code == 1001
     assert done.called
@@ -530,11 +531,11 @@ def test_shutdown_closes_connections_with_1001_and_releases_the_lock(harness: Ha
 
 def test_shutdown_drops_connections_that_never_close(harness: Harness) -> None:
     _client, _ = harness.hello()
-    done = harness.agent.stopService()  # nothing pumped: the client never answers
+    done = harness.service.stopService()  # nothing pumped: the client never answers
     assert not done.called
     harness.clock.advance(harness.config.timeouts.shutdown)
     assert done.called
-    assert harness.agent.connection_count == 0
+    assert harness.app.hub.connection_count == 0
     assert not (harness.config.data_dir / ".lock").exists()
 
 
@@ -562,8 +563,8 @@ def test_hostile_frames_get_invalid_message_and_keep_the_connection(
 def test_rotating_the_token_closes_connections_that_used_the_old_one(tmp_path: Any) -> None:
     from twisted.internet.task import Clock
 
-    from pocket_agent.auth import TokenFile, write_token
-    from pocket_agent.tap import TokenWatch
+    from pocket_agent.net.auth import TokenFile, write_token
+    from pocket_agent.net.tokenwatch import TokenWatch
 
     harness = Harness(tmp_path)
     try:
@@ -572,7 +573,7 @@ def test_rotating_the_token_closes_connections_that_used_the_old_one(tmp_path: A
         path = tmp_path / "token"
         write_token(path, TOKEN)
         clock = Clock()
-        watch = TokenWatch(TokenFile(path), harness.agent, clock)
+        watch = TokenWatch(TokenFile(path), harness.app.hub, clock)
         watch.startService()
         clock.advance(TokenWatch.INTERVAL)
         paired.pump.flush()
@@ -589,7 +590,7 @@ def test_rotating_the_token_closes_connections_that_used_the_old_one(tmp_path: A
 
 
 def test_a_connection_arriving_during_shutdown_is_told_so(harness: Harness) -> None:
-    harness.agent.accepting = False
+    harness.app.hub.accepting = False
     client = harness.connect()
     assert client.new() == []
     assert client.protocol.close_code == 1001

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pocket_agent.processes import alive
+from pocket_agent.runs.tree import alive
 
 from .daemon import Client, DaemonPool, run_console
 from .test_runs import FAKE_ENV, run_until_idle

@@ -1,0 +1,1 @@
+"""The ``pocket-agent-server`` command and its operator subcommands."""

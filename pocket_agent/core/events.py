@@ -1,0 +1,206 @@
+"""Domain events: what happened, as values, for whoever listens.
+
+The domain emits each event once, on the reactor thread, in the order things happened.
+Fan-out to connections (:class:`~pocket_agent.core.hub.Hub`), the log
+(:mod:`pocket_agent.ops.eventlog`) and, later, metrics and push notifications are
+observers: nothing inside the domain calls them. An observer that raises is logged and
+does not stop the others (the model is transit-relay's usage writers).
+
+A command's answer is an event too (:class:`Answered`): the domain puts it in the stream
+exactly where the requester must see it (after ``EXECUTING`` and before the first Record
+of a run; before the broadcast of a new project), so no caller can get the order wrong.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    from pocket_agent.history import Record
+    from pocket_agent.runs.outcome import RunResult
+
+    from .projects import ProjectSnapshot
+
+
+@attrs.frozen
+class Cause:
+    """Who asked: the connection and its correlation id (echoed, never interpreted)."""
+
+    connection_id: str
+    request_id: str | None = None
+
+
+# ------------------------------------------------------------------ answers
+
+
+@attrs.frozen
+class ProjectAnswer:
+    """``project_create``: the project, new or existing."""
+
+    project: ProjectSnapshot
+
+
+@attrs.frozen
+class DeleteAnswer:
+    project_id: str
+
+
+@attrs.frozen
+class RunAccepted:
+    project_id: str
+    run_id: str
+
+
+@attrs.frozen
+class KillAnswer:
+    project_id: str
+    status: str  # "killed" (a run is stopping) | "idle" (there was none)
+
+
+@attrs.frozen
+class SessionResetAnswer:
+    project_id: str
+    old_session_id: str | None
+
+
+Answer = ProjectAnswer | DeleteAnswer | RunAccepted | KillAnswer | SessionResetAnswer
+
+
+@attrs.frozen
+class Answered:
+    """The answer to one command, for the requester only."""
+
+    cause: Cause
+    answer: Answer
+
+
+# ------------------------------------------------------------- to everyone
+
+
+@attrs.frozen
+class ProjectCreated:
+    project: ProjectSnapshot
+
+
+@attrs.frozen
+class ProjectDeleted:
+    project_id: str
+
+
+# ------------------------------------------------- to a project's followers
+
+
+@attrs.frozen
+class ProjectChanged:
+    project: ProjectSnapshot
+
+    @property
+    def project_id(self) -> str:
+        return self.project.id
+
+
+@attrs.frozen
+class RecordAppended:
+    project_id: str
+    record: Record
+
+
+@attrs.frozen
+class SessionChanged:
+    """Claude reported a (new) session id for the project."""
+
+    project_id: str
+    session_id: str
+
+
+@attrs.frozen
+class SessionReset:
+    project_id: str
+    old_session_id: str | None
+
+
+@attrs.frozen
+class RunStarted:
+    project_id: str
+    run_id: str
+    resume: str | None
+
+
+@attrs.frozen
+class RunKilled:
+    """A user's kill was accepted and the escalation began."""
+
+    project_id: str
+    run_id: str
+
+
+@attrs.frozen
+class RunFinished:
+    project_id: str
+    result: RunResult
+
+
+# --------------------------------------------------- seen by observers only
+
+
+@attrs.frozen
+class SlowConsumerDropped:
+    connection_id: str | None
+    backlog: int
+
+
+@attrs.frozen
+class AuthFailed:
+    peer: str
+    verdict: str
+    token_presented: bool
+
+
+ProjectEvent = (
+    ProjectChanged
+    | RecordAppended
+    | SessionChanged
+    | SessionReset
+    | RunStarted
+    | RunKilled
+    | RunFinished
+)
+Event = (
+    Answered | ProjectCreated | ProjectDeleted | ProjectEvent | SlowConsumerDropped | AuthFailed
+)
+
+
+class Observer(Protocol):
+    """Anything that wants to hear about domain events."""
+
+    def observe(self, event: Event) -> None: ...
+
+
+class EventBus:
+    """Hands every event to every observer, in subscription order."""
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._observers: list[Observer] = []
+
+    def subscribe(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    def unsubscribe(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+
+    def emit(self, event: Event) -> None:
+        for observer in list(self._observers):
+            try:
+                observer.observe(event)
+            except Exception:
+                # One broken observer (a metrics bug) must not cost a follower its records.
+                self._log.failure(
+                    "Observer {observer!r} failed on {event}",
+                    observer=observer,
+                    event=type(event).__name__,
+                )

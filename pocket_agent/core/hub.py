@@ -1,0 +1,202 @@
+"""Who is connected, who follows which project, and the fan-out of events to them.
+
+The hub is an observer of the domain's events: it routes each one to its audience
+(every connection, a project's followers, or the one connection that asked) and
+hands it over as the event itself; the connection turns it into frames. It never
+sees a frame, a socket or a close code.
+
+:meth:`Hub.subscribe` is the only way to follow a project: it answers with the
+replay and starts the live stream in one call, on the reactor thread, so no record can
+fall between the two and no caller can get the order wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from pocket_agent.history import MAX_PAGE, Page, Query
+
+from .events import (
+    Answered,
+    Event,
+    ProjectCreated,
+    ProjectDeleted,
+    ProjectEvent,
+)
+from .projects import Project, ProjectSnapshot
+from .registry import ProjectRegistry
+
+
+class Departure(enum.Enum):
+    """Why the server ends a connection (the transport picks the close code)."""
+
+    SHUTDOWN = "shutdown"
+    TOKEN_REVOKED = "token_revoked"
+
+
+class Follower(Protocol):
+    """What the domain needs of a connected client."""
+
+    @property
+    def connection_id(self) -> str: ...
+
+    @property
+    def authenticated_as(self) -> str: ...  # "token" | "loopback"
+
+    def deliver(self, event: Event) -> None: ...
+
+    def close(self, why: Departure) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@attrs.frozen
+class Subscription:
+    """What a follower gets on joining: the state now, and the records it missed."""
+
+    project: ProjectSnapshot
+    replay: Page | None
+
+
+class Hub:
+    _log = Logger()
+
+    def __init__(self, registry: ProjectRegistry, max_connections: int) -> None:
+        self.registry = registry
+        self.max_connections = max_connections
+        self.accepting = False
+        self._connections: dict[str, Follower] = {}
+        self._following: dict[str, list[str]] = {}  # connection_id -> project ids, join order
+        self._followers: dict[str, dict[str, Follower]] = {}  # project id -> id -> follower
+        self._drained: list[Deferred[None]] = []
+
+    # ---------------------------------------------------------------- connections
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def connect(self, follower: Follower) -> bool:
+        """Register a new connection; False when shutting down or at ``max_connections``."""
+        if not self.accepting or len(self._connections) >= self.max_connections:
+            return False
+        self._connections[follower.connection_id] = follower
+        self._following[follower.connection_id] = []
+        return True
+
+    def disconnect(self, follower: Follower) -> None:
+        if self._connections.pop(follower.connection_id, None) is None:
+            return
+        for project_id in self._following.pop(follower.connection_id, []):
+            self._followers.get(project_id, {}).pop(follower.connection_id, None)
+        if not self._connections:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    def close_all(self, why: Departure) -> None:
+        for follower in list(self._connections.values()):
+            follower.close(why)
+
+    def abort_all(self) -> None:
+        """Shutdown is out of time: drop whoever has not closed."""
+        for follower in list(self._connections.values()):
+            self._log.warn(
+                "Dropping a connection that did not close in time",
+                connection_id=follower.connection_id,
+            )
+            follower.abort()
+            self.disconnect(follower)
+
+    def drained(self) -> Deferred[None]:
+        """Fires once every connection is gone."""
+        if not self._connections:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d
+
+    def revoke_token_sessions(self) -> int:
+        """The token changed: connections that paired with the old one must pair again."""
+        revoked = [f for f in self._connections.values() if f.authenticated_as == "token"]
+        for follower in revoked:
+            follower.close(Departure.TOKEN_REVOKED)
+        return len(revoked)
+
+    # ------------------------------------------------------------------ following
+
+    def subscribe(
+        self, follower: Follower, project_id: str, after_seq: int | None
+    ) -> Subscription:
+        """Follow a project: its state now and, with ``after_seq``, every record after it,
+        with the live stream starting right after the last record replayed.
+
+        Joining again moves the project to "last joined" (the default target)."""
+        project = self.registry.get(project_id)
+        self.follow(follower.connection_id, project_id)
+        replay = None
+        if after_seq is not None:
+            replay = self.registry.query(project_id, Query(after_seq=after_seq, limit=MAX_PAGE))
+        return Subscription(self.snapshot(project), replay)
+
+    def follow(self, connection_id: str, project_id: str) -> None:
+        follower = self._connections.get(connection_id)
+        if follower is None:
+            return
+        self._followers.setdefault(project_id, {})[connection_id] = follower
+        following = self._following.setdefault(connection_id, [])
+        if project_id in following:
+            following.remove(project_id)
+        following.append(project_id)
+
+    def unsubscribe(self, follower: Follower, project_id: str) -> None:
+        self.registry.get(project_id)
+        self._forget(follower.connection_id, project_id)
+
+    def following(self, follower: Follower) -> list[str]:
+        """Followed project ids, the last joined last."""
+        return list(self._following.get(follower.connection_id, []))
+
+    def follows(self, follower: Follower, project_id: str) -> bool:
+        return follower.connection_id in self._followers.get(project_id, {})
+
+    def _forget(self, connection_id: str, project_id: str) -> None:
+        self._followers.get(project_id, {}).pop(connection_id, None)
+        following = self._following.get(connection_id, [])
+        if project_id in following:
+            following.remove(project_id)
+
+    # ------------------------------------------------------------------ projects
+
+    def snapshot(self, project: Project) -> ProjectSnapshot:
+        return project.snapshot(len(self._followers.get(project.id, {})))
+
+    def snapshots(self) -> list[ProjectSnapshot]:
+        """Every project, oldest first."""
+        return [self.snapshot(p) for p in self.registry.all()]
+
+    # ------------------------------------------------------------------- fan-out
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, Answered):
+            requester = self._connections.get(event.cause.connection_id)
+            if requester is not None:
+                requester.deliver(event)
+        elif isinstance(event, ProjectCreated):
+            self._to_everyone(event)
+        elif isinstance(event, ProjectDeleted):
+            for connection_id in list(self._followers.pop(event.project_id, {})):
+                self._forget(connection_id, event.project_id)
+            self._to_everyone(event)
+        elif isinstance(event, ProjectEvent):
+            for follower in list(self._followers.get(event.project_id, {}).values()):
+                follower.deliver(event)
+
+    def _to_everyone(self, event: Event) -> None:
+        for follower in list(self._connections.values()):
+            follower.deliver(event)

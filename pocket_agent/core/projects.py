@@ -1,0 +1,126 @@
+"""A project: a directory on this machine that phones can run Claude in.
+
+``Project`` is the live, mutable record the domain keeps; ``ProjectSnapshot`` is the
+immutable view that events carry and the wire shows as ``ProjectState``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from pocket_agent.times import parse_time, rfc3339
+
+from .errors import RunActive
+
+METADATA = "metadata.json"
+
+
+class ProjectStatus(enum.StrEnum):
+    IDLE = "IDLE"
+    EXECUTING = "EXECUTING"
+    ERROR = "ERROR"
+
+
+class ActiveRun(Protocol):
+    """What a project knows of the run it has (the run machine lives in ``runs/``)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+
+@attrs.frozen
+class ProjectSnapshot:
+    id: str
+    path: str
+    state: ProjectStatus
+    session_id: str | None
+    created_at: datetime
+    last_active: datetime
+    last_seq: int
+    subscriber_count: int
+    error_details: str | None = None
+
+
+@attrs.define(eq=False)
+class Project:
+    """Live state of one project.
+
+    ``run`` is the one source of truth for "a run is active"; the status is derived
+    from it and from ``error_details`` (no run survives a restart, so neither is stored).
+    """
+
+    id: str
+    path: Path
+    created_at: datetime
+    last_active: datetime
+    session_id: str | None = None
+    error_details: str | None = None
+    last_seq: int = 0
+    run: ActiveRun | None = None
+
+    @property
+    def status(self) -> ProjectStatus:
+        if self.run is not None:
+            return ProjectStatus.EXECUTING
+        return ProjectStatus.ERROR if self.error_details else ProjectStatus.IDLE
+
+    def ensure_idle(self) -> None:
+        """RunActive while a run is active (second execute, delete, new session)."""
+        if self.run is not None:
+            raise RunActive(self.id, self.run.run_id)
+
+    def snapshot(self, subscriber_count: int) -> ProjectSnapshot:
+        return ProjectSnapshot(
+            id=self.id,
+            path=str(self.path),
+            state=self.status,
+            session_id=self.session_id,
+            created_at=self.created_at,
+            last_active=self.last_active,
+            last_seq=self.last_seq,
+            subscriber_count=subscriber_count,
+            error_details=self.error_details,
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "id": self.id,
+            "path": str(self.path),
+            "created_at": rfc3339(self.created_at),
+            "last_active": rfc3339(self.last_active),
+            "session_id": self.session_id,
+        }
+        if self.error_details is not None:
+            meta["error_details"] = self.error_details
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: object, expected_id: str) -> Project:
+        """Strict: anything unexpected raises, and the caller quarantines the file."""
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not a JSON object")
+        if meta.get("id") != expected_id:
+            raise ValueError(f"id {meta.get('id')!r} does not match directory {expected_id!r}")
+        path = meta.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"bad path {path!r}")
+        session_id = meta.get("session_id")
+        error_details = meta.get("error_details")
+        if session_id is not None and not isinstance(session_id, str):
+            raise ValueError("bad session_id")
+        if error_details is not None and not isinstance(error_details, str):
+            raise ValueError("bad error_details")
+        created_at = parse_time(meta.get("created_at"))
+        return cls(
+            id=expected_id,
+            path=Path(path),
+            created_at=created_at,
+            last_active=parse_time(meta.get("last_active", meta.get("created_at"))),
+            session_id=session_id,
+            error_details=error_details,
+        )

@@ -1,0 +1,30 @@
+"""Domain refusals as wire errors: the one table from error class to error code."""
+
+from __future__ import annotations
+
+from pocket_agent.core import errors as domain
+from pocket_agent.wire.errors import ErrorCode, ProtocolError
+
+ERROR_CODES: dict[type[domain.DomainError], ErrorCode] = {
+    domain.ProjectNotFound: ErrorCode.PROJECT_NOT_FOUND,
+    domain.PathRefused: ErrorCode.INVALID_PATH,
+    domain.ProjectsOverlap: ErrorCode.PROJECT_NESTING,
+    domain.ProjectLimitReached: ErrorCode.PROJECT_LIMIT,
+    domain.RunActive: ErrorCode.PROCESS_ACTIVE,
+    domain.LimitReached: ErrorCode.RESOURCE_LIMIT,
+    domain.InvalidOption: ErrorCode.INVALID_MESSAGE,
+    domain.ClaudeNotFound: ErrorCode.CLAUDE_NOT_FOUND,
+}
+
+
+def wire_error(error: domain.DomainError) -> ProtocolError:
+    if isinstance(error, domain.InvalidOption):
+        # An option is a field of the request: say which, as for any malformed field.
+        field = f"data.options.{error.option}"
+        return ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            f"{field}: {error.reason}",
+            {"field": field, "reason": error.reason},
+        )
+    code = ERROR_CODES.get(type(error), ErrorCode.INTERNAL_ERROR)
+    return ProtocolError(code, error.message, error.details)

@@ -1,0 +1,291 @@
+"""Autobahn glue: authenticate the upgrade, turn frames into :class:`Connection` calls.
+
+Nothing here knows what a project is. The protocol authenticates in
+``onConnect`` (so a refused client gets an HTTP status, never a WebSocket),
+registers a :class:`~pocket_agent.net.connection.Connection` with the hub in
+``onOpen``, forwards every text frame to it, and sends what it gives back within
+the connection's send budget.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pocket_agent.config import Config
+from pocket_agent.core.events import EventBus, SlowConsumerDropped
+from pocket_agent.wire.envelope import SUBPROTOCOL
+from pocket_agent.wire.errors import ErrorCode, ProtocolError, invalid
+from pocket_agent.wire.messages import ErrorMessage, Outbound
+
+from .auth import Authenticator, Credentials, Verdict, offered_subprotocols
+from .connection import CLOSE_GOING_AWAY, Connection, Domain
+
+CLOSE_NORMAL = 1000
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """No Origin (native apps, scripts) is fine; a browser must be same-origin or listed.
+
+    Same-origin compares the Origin's host and port with the request's Host header.
+    """
+    if not origin:  # autobahn reports a missing header as ""
+        return True
+    if origin in allowed or "*" in allowed:
+        return True
+    if origin == "null" or not host:
+        return False
+    try:
+        parsed = urlsplit(origin)
+        default = DEFAULT_PORTS.get(parsed.scheme, 443)
+        own = urlsplit(f"//{host}")
+        return (parsed.hostname, parsed.port or default) == (own.hostname, own.port or default)
+    except ValueError:
+        return False
+
+
+@implementer(IPushProducer)
+class SendBudget:
+    """Tells us when the transport's buffer is full, so we can count what piles up after.
+
+    Registered as the transport's producer: Twisted pauses it once the kernel and
+    transport buffers are full (repeatedly: it must be idempotent) and resumes it when
+    they drain. Bytes sent while paused are the connection's backlog.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.backlog = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class PocketAgentProtocol(WebSocketServerProtocol):
+    # Autobahn owns ``self.log``; ours must have another name.
+    _log = Logger()
+
+    factory: PocketAgentFactory
+    session: Connection | None = None
+    budget: SendBudget | None = None
+    _idle_timer: IDelayedCall | None = None
+    _dropping = False
+    _authenticated_as = "token"
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        try:
+            return self._on_connect(request)
+        except ConnectionDeny:
+            raise
+        except Exception:
+            self._log.failure("Error while accepting a connection")
+            raise ConnectionDeny(ConnectionDeny.INTERNAL_SERVER_ERROR, "internal error") from None
+
+    def _on_connect(self, request: ConnectionRequest) -> str | None:
+        factory = self.factory
+        assert self.transport is not None
+        # Origin first: a cross-site page must not even count failures against us.
+        host = request.headers.get("host")
+        if not origin_allowed(request.origin, host, factory.config.auth.allowed_origins):
+            self._log.warn("Refused a browser Origin", origin=request.origin)
+            raise ConnectionDeny(403, "Origin not allowed")
+        credentials = Credentials.from_request(
+            self.transport.getPeer(), request.headers, request.params.get("token", [])
+        )
+        verdict = factory.authenticator.check(credentials)
+        if verdict is Verdict.THROTTLED:
+            raise ConnectionDeny(429, "Too Many Requests")
+        if not verdict.allowed:
+            raise ConnectionDeny(401, "Unauthorized")
+        self._authenticated_as = verdict.value
+        # Never echo a ``bearer.<token>`` entry: select ours or none.
+        offered = offered_subprotocols(request.headers.get("sec-websocket-protocol"))
+        return SUBPROTOCOL if SUBPROTOCOL in offered else None
+
+    def onOpen(self) -> None:
+        try:
+            self._on_open()
+        except Exception:
+            self._log.failure("Error while opening a connection")
+            self.close(1011, "internal error")
+
+    def _on_open(self) -> None:
+        factory = self.factory
+        hub = factory.domain.hub
+        session = Connection(
+            factory.domain,
+            connection_id=str(uuid.uuid4()),
+            authenticated_as=self._authenticated_as,
+            send=self.send,
+            close=self.close,
+            abort=lambda: self.dropConnection(abort=True),
+        )
+        if not hub.connect(session):
+            if not hub.accepting:
+                self.close(CLOSE_GOING_AWAY, "server shutting down")
+                return
+            limit = factory.config.limits.max_connections
+            self.send(
+                ErrorMessage.of(
+                    ProtocolError(
+                        ErrorCode.RESOURCE_LIMIT,
+                        f"the server is at its limit of {limit} connections",
+                        {"resource": "connections", "limit": limit},
+                    )
+                )
+            )
+            self.close(CLOSE_TRY_AGAIN_LATER, "too many connections")
+            return
+        self.session = session
+        # Under WebSocketResource the HTTP channel is still the registered producer.
+        consumer = cast(IConsumer, self.transport)
+        consumer.unregisterProducer()
+        self.budget = SendBudget()
+        consumer.registerProducer(self.budget, True)
+        self._log.info(
+            "Connection opened",
+            connection_id=session.connection_id,
+            peer=self.peer,
+            authenticated_as=session.authenticated_as,
+        )
+        self.send(session.hello())
+        self._arm_idle_timer()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.session is None:
+            return
+        self._arm_idle_timer()
+        if isBinary:
+            self.send(ErrorMessage.of(invalid("frame", "binary frames are not accepted")))
+            return
+        self.session.receive(payload)
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        # The per-frame cap is autobahn's; the whole-message cap is ours, because
+        # autobahn's maxMessagePayloadSize would also refuse our *outgoing* frames
+        # (a large Claude line must never be cut).
+        super().onMessageFrameBegin(length)
+        limit = self.factory.config.limits.max_message_size
+        if not self.failedByMe and self.message_data_total_length > limit:
+            self._max_message_size_exceeded(
+                self.message_data_total_length, limit, f"message exceeds {limit} bytes"
+            )
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._cancel_idle_timer()
+        session, self.session = self.session, None
+        if session is not None:
+            self.factory.domain.hub.disconnect(session)
+            self._log.info(
+                "Connection closed",
+                connection_id=session.connection_id,
+                code=code,
+                reason=reason,
+                clean=wasClean,
+            )
+
+    def close(self, code: int, reason: str) -> None:
+        """Close with any RFC 6455 code: autobahn's ``sendClose`` refuses 1001, 1008, 1009
+        and 1013 (it only takes 1000 and 3000-4999), so go one level down."""
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:123], isReply=False)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+    def send(self, message: Outbound) -> None:
+        """Never blocks and never buffers without bound: a follower whose backlog passes
+        ``limits.send_buffer`` is dropped (1013) and replays from history on reconnect."""
+        if self.state != self.STATE_OPEN or self._dropping:
+            return
+        payload = message.encode()
+        budget = self.budget
+        if budget is not None and budget.paused:
+            budget.backlog += len(payload)
+            if budget.backlog > self.factory.config.limits.send_buffer:
+                self._drop_slow_consumer()
+                return
+        self.sendMessage(payload, isBinary=False)
+
+    def _drop_slow_consumer(self) -> None:
+        self._dropping = True
+        self.factory.bus.emit(
+            SlowConsumerDropped(
+                self.session.connection_id if self.session else None,
+                self.budget.backlog if self.budget else 0,
+            )
+        )
+        self.close(CLOSE_TRY_AGAIN_LATER, "too slow: reconnect with after_seq")
+        # It may not even take the close frame: do not wait for its answer.
+        self.factory.clock.callLater(0, self.dropConnection, True)
+
+    def _arm_idle_timer(self) -> None:
+        self._cancel_idle_timer()
+        idle = self.factory.config.timeouts.idle
+        if idle > 0:
+            self._idle_timer = self.factory.clock.callLater(idle, self._idle_timeout)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
+
+    def _idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self.session is not None and self.session.follows_anything:
+            self._arm_idle_timer()
+            return
+        self._log.info(
+            "Closing an idle connection",
+            connection_id=self.session.connection_id if self.session else None,
+        )
+        self.close(CLOSE_NORMAL, "idle timeout")
+
+
+class PocketAgentFactory(WebSocketServerFactory):
+    protocol = PocketAgentProtocol  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        domain: Domain,
+        bus: EventBus,
+        authenticator: Authenticator,
+        config: Config,
+        clock: IReactorTime,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        # Not ``self.server``: autobahn uses that for the Server header.
+        self.domain = domain
+        self.bus = bus
+        self.authenticator = authenticator
+        self.config = config
+        self.clock = clock
+        timeouts, limits = config.timeouts, config.limits
+        self.setProtocolOptions(
+            autoPingInterval=timeouts.ping_interval,
+            autoPingTimeout=timeouts.pong_timeout,
+            maxFramePayloadSize=limits.max_message_size,
+            # "Origin: null" reaches our own check (403) instead of autobahn's 400.
+            allowNullOrigin=True,
+            # Send the 1009 close frame instead of cutting the TCP connection.
+            failByDrop=False,
+        )

@@ -1,0 +1,169 @@
+"""The server's own log: JSON lines (or readable text) with context fields, tokens redacted.
+
+One event = one line: ``timestamp``, ``level``, ``msg``, then whatever context the
+event carries (``project_id``, ``connection_id``, ``duration_ms``...). Code logs with
+``Logger().info("Connection opened", connection_id=...)``; the message is the
+format string and the keyword arguments become fields.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from twisted.application.service import Service
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogPublisher,
+)
+from twisted.python.logfile import LogFile
+from zope.interface import implementer
+
+from pocket_agent.errors import StartupError
+
+LEVEL_NAMES = {
+    LogLevel.debug: "debug",
+    LogLevel.info: "info",
+    LogLevel.warn: "warn",
+    LogLevel.error: "error",
+    LogLevel.critical: "error",
+}
+LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+}
+_SKIP = {"format", "message", "isError", "failure", "why", "time", "system", "printed"}
+_SCALARS = (str, int, float, bool, type(None))
+_TOKEN = re.compile(r"((?:[?&]|\b)tok(?:en|%65n)=|[Bb]earer[ .])[^&\s\"',;]+")
+
+
+def redact(text: str) -> str:
+    """Belt and braces: nothing we log should carry a token, but URIs and headers might."""
+    return _TOKEN.sub(r"\1<redacted>", text)
+
+
+def event_fields(event: LogEvent) -> dict[str, Any]:
+    level = event.get("log_level", LogLevel.info)
+    if "token" in event and "log_format" in event:
+        event = {**event, "token": "<redacted>"}  # a token must not reach the message either
+    fields: dict[str, Any] = {
+        "timestamp": datetime.fromtimestamp(event.get("log_time", 0.0), UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+        "level": LEVEL_NAMES.get(level, "info"),
+        "msg": redact(formatEvent(event) or ""),
+    }
+    for key, value in event.items():
+        if key.startswith("log_") or key in _SKIP or key in fields:
+            continue
+        if key == "token" or key.endswith("_token"):
+            fields[key] = "<redacted>"
+        elif isinstance(value, _SCALARS):
+            fields[key] = redact(value) if isinstance(value, str) else value
+    failure = event.get("log_failure")
+    if failure is not None:
+        fields["error"] = redact(str(failure.getErrorMessage()))
+        fields["traceback"] = redact(failure.getTraceback())
+        if fields["level"] in ("debug", "info"):
+            fields["level"] = "error"
+    if "log_namespace" in event:
+        fields.setdefault("logger", event["log_namespace"])
+    return fields
+
+
+def json_line(event: LogEvent) -> str:
+    return json.dumps(event_fields(event), ensure_ascii=False, default=str) + "\n"
+
+
+def text_line(event: LogEvent) -> str:
+    fields = event_fields(event)
+    head = f"{fields.pop('timestamp')} {fields.pop('level').upper():5} {fields.pop('msg')}"
+    tb = fields.pop("traceback", None)
+    fields.pop("logger", None)
+    extra = " ".join(f"{k}={v}" for k, v in fields.items())
+    return f"{head} {extra}".rstrip() + "\n" + (tb if tb else "")
+
+
+@implementer(ILogObserver)
+class LineObserver:
+    def __init__(self, stream: IO[str] | LogFile, formatter: Callable[[LogEvent], str]) -> None:
+        self.stream = stream
+        self.formatter = formatter
+
+    def __call__(self, event: LogEvent) -> None:
+        self.stream.write(self.formatter(event))
+        self.stream.flush()
+
+
+class LogService(Service):
+    """Attach the configured observer for the service's lifetime (tests start many servers)."""
+
+    def __init__(
+        self,
+        level: str,
+        fmt: str,
+        path: Path | None,
+        rotate_bytes: int = 50 * 1024 * 1024,
+        extra_stream: IO[str] | None = None,
+    ) -> None:
+        self.predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+        self.formatter = json_line if fmt == "json" else text_line
+        self.path = path
+        self.rotate_bytes = rotate_bytes
+        self.extra_stream = extra_stream
+        self._observers: list[ILogObserver] = []
+        self._files: list[LogFile] = []
+
+    def set_level(self, level: str) -> None:
+        self.predicate.setLogLevelForNamespace("", LEVELS[level])
+
+    def privilegedStartService(self) -> None:
+        """Open the log file before anything listens: a path we cannot write ends
+        start-up with one line instead of leaving a server running with no log."""
+        if self.path is not None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                logfile = LogFile(
+                    self.path.name,
+                    str(self.path.parent),
+                    rotateLength=self.rotate_bytes,
+                    maxRotatedFiles=10,
+                )
+            except OSError as e:
+                raise StartupError(
+                    f"logging.file: cannot open {self.path}: {e.strerror}"
+                ) from None
+            self._files.append(logfile)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        for logfile in self._files:
+            self._observe(LineObserver(logfile, self.formatter))
+        if self.extra_stream is not None:
+            self._observe(LineObserver(self.extra_stream, text_line))
+        super().startService()
+
+    def _observe(self, observer: ILogObserver) -> None:
+        filtered = FilteringLogObserver(observer, [self.predicate])
+        globalLogPublisher.addObserver(filtered)
+        self._observers.append(filtered)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for observer in self._observers:
+            globalLogPublisher.removeObserver(observer)
+        for logfile in self._files:
+            logfile.close()
+        self._observers.clear()
+        self._files.clear()

@@ -1,0 +1,229 @@
+"""The services the daemon runs, and how it starts and stops as a whole::
+
+PocketAgentService    starts children in order, stops them one by one in reverse
+  LogService          JSON/text log observer (first up, last down)
+  DomainService       data-dir lock, projects loaded, graceful stop of connections/runs
+  ListenerService*    one per ``listen`` endpoint, all serving the same Site
+  TokenWatch          closes the old token's connections after ``token --rotate``
+  ReadyAnnouncement   logs where everything is once the ports are open
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Generator, Sequence
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from pocket_agent import __version__
+from pocket_agent.config import Config
+from pocket_agent.core.hub import Departure, Hub
+from pocket_agent.core.registry import ProjectRegistry
+from pocket_agent.net.listeners import ListenerService, describe_address
+from pocket_agent.net.tls import ReloadableServerOptions, TLSError
+from pocket_agent.ops.health import Health
+from pocket_agent.runs.executor import Executor
+from pocket_agent.storage import DataDirLock
+
+
+class DomainService(Service):
+    """Lock and load before any listener opens; on the way down, SPEC §9's shutdown."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        clock: IReactorTime,
+        lock: DataDirLock,
+        registry: ProjectRegistry,
+        hub: Hub,
+        executor: Executor,
+        health: Health,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.lock = lock
+        self.registry = registry
+        self.hub = hub
+        self.executor = executor
+        self.health = health
+
+    def privilegedStartService(self) -> None:
+        """Lock and load before any listener opens, so no client sees a half-loaded server."""
+        self.lock.acquire()
+        if self.lock.stale_pid:
+            self.log.warn(
+                "Took over a stale lock left by pid {pid}",
+                pid=self.lock.stale_pid,
+                lock=str(self.lock.path),
+            )
+        try:
+            report = self.registry.load()
+        except BaseException:
+            self.lock.release()
+            raise
+        for item in report.quarantined:
+            self.log.error("Quarantined unreadable file {item}", item=item)
+        for pid in report.rebuilt:
+            self.log.warn("Rebuilt metadata from the project index", project_id=pid)
+        for pid in report.lost:
+            self.log.error("Project lost: no readable metadata and no index entry", project_id=pid)
+        for pid, repair in self.registry.history_repairs.items():
+            self.log.warn(
+                "Repaired history",
+                project_id=pid,
+                torn_bytes=repair.torn_bytes,
+                invalid_lines=repair.invalid_lines,
+                index_rebuilt=repair.index_rebuilt,
+                expired_files=repair.segments_expired,
+                tmp_removed=repair.tmp_removed,
+            )
+        self.log.info(
+            "Loaded {count} projects",
+            count=report.loaded,
+            data_dir=str(self.config.data_dir),
+            quarantined=len(report.quarantined),
+            rebuilt=len(report.rebuilt),
+            tmp_removed=report.tmp_removed,
+        )
+        self.health.mark_started()
+        self.hub.accepting = True
+        super().privilegedStartService()
+
+    def stopService(self) -> Deferred[Any]:
+        """SPEC §9: close every connection with 1001 and stop every run with the kill
+        escalation (recorded as killed, reason shutdown), all within ``timeouts.shutdown``;
+        then fsync the histories and release the lock."""
+        super().stopService()
+        self.hub.accepting = False
+        waits = [self.hub.drained(), self.executor.stop_all()]
+        self.hub.close_all(Departure.SHUTDOWN)
+        limit = self.config.timeouts.shutdown
+        # SIGKILL what is left a little before the limit, give up waiting at the limit.
+        timers = [
+            self.clock.callLater(limit * 0.8, self.executor.force_kill_all),
+            self.clock.callLater(limit, self._out_of_time),
+        ]
+        done: Deferred[Any] = DeferredList(waits)
+
+        def finish(result: object) -> None:
+            for timer in timers:
+                if timer.active():
+                    timer.cancel()
+            self.registry.close()
+            self.lock.release()
+
+        done.addBoth(finish)
+        return done
+
+    def _out_of_time(self) -> None:
+        self.executor.force_finish_all()
+        self.hub.abort_all()
+
+
+class PocketAgentService(MultiService):
+    """Stops its children one after another, newest first, each finishing before the next:
+    stop listening, then close connections, then release the lock, and the log last,
+    so every step of the shutdown is still logged. (MultiService stops them all at once.)
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, app: Any = None, tls_options: ReloadableServerOptions | None = None
+    ) -> None:
+        """``app``: the object graph (``compose.App``), kept for the manhole and tests."""
+        super().__init__()
+        self.app = app
+        self.domain: DomainService | None = app.domain if app is not None else None
+        self.tls_options = tls_options
+        self.listeners: list[ListenerService] = []
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except BaseException:
+            if self.domain is not None:
+                self.domain.lock.release()  # a failed start leaves no stale lock behind
+            raise
+
+    def reload(self) -> None:
+        """SIGHUP: swap in a renewed TLS certificate without dropping anyone."""
+        if self.tls_options is None:
+            return
+        try:
+            changed = self.tls_options.reload()
+        except TLSError as e:
+            self.log.error("SIGHUP: keeping the old certificate: {error}", error=str(e))
+            return
+        self.log.info(
+            "SIGHUP: TLS certificate {what}",
+            what="reloaded" if changed else "unchanged",
+            fingerprint=self.tls_options.fingerprint,
+        )
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Generator[defer.Deferred[object], object, None]:
+        Service.stopService(self)
+        for service in reversed(list(self)):
+            yield defer.maybeDeferred(service.stopService)
+
+
+class ReadyAnnouncement(Service):
+    """One log line, once every port is open, telling the operator where everything is."""
+
+    log = Logger()
+
+    def __init__(self, config: Config, listeners: Sequence[ListenerService], created: list[str]):
+        self.config = config
+        self.listeners = listeners
+        self.created = created
+
+    def startService(self) -> None:
+        super().startService()
+        addresses = ", ".join(describe_address(listener) for listener in self.listeners)
+        config = self.config
+        self.log.info(
+            "Pocket Agent Server {version} listening on {addresses}",
+            version=__version__,
+            addresses=addresses,
+            root=str(config.root),
+            data_dir=str(config.data_dir),
+            certificate=str(config.tls.cert),
+            token_file=str(config.auth.token_file),
+            log_file=str(config.logging.file) if config.logging.file else None,
+            created=", ".join(self.created) or None,
+        )
+        self.log.info(
+            "Run `pocket-agent-server token` in {root} to show the pairing URL and QR code",
+            root=str(config.root),
+        )
+
+
+def exit_cleanly_on_signals(reactor: Any, service: PocketAgentService | None = None) -> None:
+    """SIGTERM/SIGINT stop the reactor and the process then exits 0 (SPEC §9).
+
+    Twisted's own handlers remember the signal and twistd re-raises it at exit, so a
+    graceful shutdown would end as "killed by SIGTERM" (status 143). Installed once
+    the reactor runs, after Twisted's, and only by the real entry points, never in tests.
+    """
+    log = Logger()
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("Received {signal}, shutting down", signal=signal.Signals(signum).name)
+        reactor.callFromThread(reactor.stop)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+    if service is not None:
+
+        def hangup(signum: int, frame: object) -> None:
+            reactor.callFromThread(service.reload)
+
+        signal.signal(signal.SIGHUP, hangup)
