@@ -20,9 +20,24 @@ from twisted.logger import Logger
 
 if TYPE_CHECKING:
     from pocket_agent.history import Record
-    from pocket_agent.runs.outcome import RunResult
 
     from .projects import ProjectSnapshot
+
+
+class Event:
+    """Base of every domain event (other packages add their own: ``runs.events``)."""
+
+
+class ProjectEvent(Event):
+    """An event about one project: it goes to that project's followers."""
+
+    @property
+    def project_id(self) -> str:
+        raise NotImplementedError
+
+
+class Answer:
+    """Base of the answers to commands (``ProjectAnswer``, ``runs.events.RunAccepted`` ...)."""
 
 
 @attrs.frozen
@@ -33,60 +48,36 @@ class Cause:
     request_id: str | None = None
 
 
-# ------------------------------------------------------------------ answers
-
-
 @attrs.frozen
-class ProjectAnswer:
-    """``project_create``: the project, new or existing."""
-
-    project: ProjectSnapshot
-
-
-@attrs.frozen
-class DeleteAnswer:
-    project_id: str
-
-
-@attrs.frozen
-class RunAccepted:
-    project_id: str
-    run_id: str
-
-
-@attrs.frozen
-class KillAnswer:
-    project_id: str
-    status: str  # "killed" (a run is stopping) | "idle" (there was none)
-
-
-@attrs.frozen
-class SessionResetAnswer:
-    project_id: str
-    old_session_id: str | None
-
-
-Answer = ProjectAnswer | DeleteAnswer | RunAccepted | KillAnswer | SessionResetAnswer
-
-
-@attrs.frozen
-class Answered:
+class Answered(Event):
     """The answer to one command, for the requester only."""
 
     cause: Cause
     answer: Answer
 
 
-# ------------------------------------------------------------- to everyone
-
-
 @attrs.frozen
-class ProjectCreated:
+class ProjectAnswer(Answer):
+    """``project_create``: the project, new or existing."""
+
     project: ProjectSnapshot
 
 
 @attrs.frozen
-class ProjectDeleted:
+class DeleteAnswer(Answer):
+    project_id: str
+
+
+# ------------------------------------------------------------- to everyone
+
+
+@attrs.frozen
+class ProjectCreated(Event):
+    project: ProjectSnapshot
+
+
+@attrs.frozen
+class ProjectDeleted(Event):
     project_id: str
 
 
@@ -94,7 +85,7 @@ class ProjectDeleted:
 
 
 @attrs.frozen
-class ProjectChanged:
+class ProjectChanged(ProjectEvent):
     project: ProjectSnapshot
 
     @property
@@ -103,74 +94,25 @@ class ProjectChanged:
 
 
 @attrs.frozen
-class RecordAppended:
+class RecordAppended(ProjectEvent):
     project_id: str
     record: Record
-
-
-@attrs.frozen
-class SessionChanged:
-    """Claude reported a (new) session id for the project."""
-
-    project_id: str
-    session_id: str
-
-
-@attrs.frozen
-class SessionReset:
-    project_id: str
-    old_session_id: str | None
-
-
-@attrs.frozen
-class RunStarted:
-    project_id: str
-    run_id: str
-    resume: str | None
-
-
-@attrs.frozen
-class RunKilled:
-    """A user's kill was accepted and the escalation began."""
-
-    project_id: str
-    run_id: str
-
-
-@attrs.frozen
-class RunFinished:
-    project_id: str
-    result: RunResult
 
 
 # --------------------------------------------------- seen by observers only
 
 
 @attrs.frozen
-class SlowConsumerDropped:
+class SlowConsumerDropped(Event):
     connection_id: str | None
     backlog: int
 
 
 @attrs.frozen
-class AuthFailed:
+class AuthFailed(Event):
     peer: str
     verdict: str
     token_presented: bool
-
-
-ProjectEvent = (
-    ProjectChanged
-    | RecordAppended
-    | SessionChanged
-    | SessionReset
-    | RunStarted
-    | RunKilled
-    | RunFinished
-)
-Event = (
-    Answered | ProjectCreated | ProjectDeleted | ProjectEvent | SlowConsumerDropped | AuthFailed
-)
 
 
 class Observer(Protocol):

@@ -7,14 +7,8 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from pocket_agent.core.events import (
-    AuthFailed,
-    Event,
-    RunFinished,
-    RunKilled,
-    RunStarted,
-    SlowConsumerDropped,
-)
+from pocket_agent.core.events import AuthFailed, Event, SlowConsumerDropped
+from pocket_agent.runs.events import RunFinished, RunKilled, RunStarted
 
 
 class EventLog:

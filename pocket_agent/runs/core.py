@@ -22,8 +22,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .channel import StdinChannel
 from .outcome import Exit, Outcome, RunResult, StopReason, result_cost, result_error
-from .process import StdinChannel
 from .streamjson import parse_line
 from .tree import ProcessTree
 

@@ -23,13 +23,15 @@ from twisted.logger import Logger
 
 from pocket_agent.config import Config
 from pocket_agent.core.errors import LimitReached
-from pocket_agent.core.events import (
-    Answered,
-    Cause,
-    EventBus,
+from pocket_agent.core.events import Answered, Cause, EventBus, ProjectChanged, RecordAppended
+from pocket_agent.core.hub import Hub
+from pocket_agent.core.projects import Project
+from pocket_agent.core.registry import ProjectRegistry
+
+from .command import apply_policy, build_argv, build_env, find_binary, printable_argv
+from .core import RunCore, Timeouts
+from .events import (
     KillAnswer,
-    ProjectChanged,
-    RecordAppended,
     RunAccepted,
     RunFinished,
     RunKilled,
@@ -38,12 +40,6 @@ from pocket_agent.core.events import (
     SessionReset,
     SessionResetAnswer,
 )
-from pocket_agent.core.hub import Hub
-from pocket_agent.core.projects import Project
-from pocket_agent.core.registry import ProjectRegistry
-
-from .command import apply_policy, build_argv, build_env, find_binary, printable_argv
-from .core import RunCore, Timeouts
 from .machine import Run
 from .options import RunOptions
 from .outcome import Outcome, RunResult, StopReason

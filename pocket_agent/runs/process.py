@@ -1,16 +1,11 @@
-"""Claude's pipes: stdout and stderr in, the stdin channel out.
-
-The process protocol turns bytes into calls on the run (lines to its core, state
-changes as machine inputs) and nothing else. The stdin channel is the one way to
-write to claude: the prompt now, control responses (approvals, interrupts) next.
-"""
+"""Claude's pipes: the process protocol turns bytes into calls on the run (lines to its
+core, state changes as machine inputs) and nothing else."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
@@ -20,27 +15,15 @@ from .tree import SIGNAL_NAMES
 
 if TYPE_CHECKING:
     from .core import RunCore
-    from .machine import RunInputs
 
 
-class StdinChannel:
-    """Whole lines to claude's stdin, until it is closed (which ends the CLI's turn loop)."""
+class RunInputs(Protocol):
+    """The machine inputs the pipes drive (a subset of ``machine.RunInputs``)."""
 
-    def __init__(self, transport: IProcessTransport) -> None:
-        self._transport = transport
-        self.closed = False
-
-    def write_line(self, line: bytes) -> bool:
-        """False when the channel is already closed (the line is dropped)."""
-        if self.closed:
-            return False
-        self._transport.write(line if line.endswith(b"\n") else line + b"\n")
-        return True
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._transport.closeStdin()
+    def activity(self) -> None: ...
+    def result_seen(self) -> None: ...
+    def exited(self, status: Exit) -> None: ...
+    def output_closed(self) -> None: ...
 
 
 class ClaudeProcessProtocol(ProcessProtocol):

@@ -6,6 +6,7 @@ A pure function of the event: the hub has already chosen who hears it.
 from __future__ import annotations
 
 from pocket_agent.core import events as ev
+from pocket_agent.runs import events as rev
 from pocket_agent.runs.outcome import Outcome, RunResult
 
 from . import messages as m
@@ -29,13 +30,13 @@ def frames_for(event: ev.Event) -> list[m.Outbound]:
             return [m.ProjectStateMessage.of(project)]
         case ev.RecordAppended(project_id, record):
             return [m.AgentMessage(project_id, record.line)]
-        case ev.SessionChanged(project_id, session_id):
+        case rev.SessionChanged(project_id, session_id):
             return [m.ProjectUpdate(session_id, project_id=project_id)]
-        case ev.SessionReset(project_id, old_session_id):
+        case rev.SessionReset(project_id, old_session_id):
             return [m.SessionReset(old_session_id, project_id=project_id)]
-        case ev.RunKilled(project_id, run_id):
+        case rev.RunKilled(project_id, run_id):
             return [m.ProcessKilled(run_id, project_id=project_id)]
-        case ev.RunFinished(project_id, result):
+        case rev.RunFinished(project_id, result):
             return run_finished_frames(project_id, result)
     return []
 
@@ -46,11 +47,11 @@ def answer_frame(answer: ev.Answer) -> m.Outbound:
             return m.ProjectStateMessage.of(project)
         case ev.DeleteAnswer(project_id):
             return m.ProjectDeleteReply(project_id=project_id)
-        case ev.RunAccepted(project_id, run_id):
+        case rev.RunAccepted(project_id, run_id):
             return m.ExecuteReply(run_id, project_id=project_id)
-        case ev.KillAnswer(project_id, status):
+        case rev.KillAnswer(project_id, status):
             return m.AgentKillReply(status, project_id=project_id)
-        case ev.SessionResetAnswer(project_id, old_session_id):
+        case rev.SessionResetAnswer(project_id, old_session_id):
             return m.AgentNewSessionReply(old_session_id, project_id=project_id)
     raise TypeError(f"no frame for {answer!r}")
 
