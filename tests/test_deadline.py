@@ -213,3 +213,15 @@ def test_fires_exactly_when_unpaused_time_reaches_the_limit(
     assert fired.times == expected
     if unpaused >= limit:
         assert pending(fired.clock) == []
+
+
+def test_remaining_is_zero_once_expired() -> None:
+    clock = Clock()
+    deadline = Deadline(clock, 10, lambda: None)
+    deadline.start()
+    clock.advance(4)
+    deadline.pause()
+    deadline.resume()
+    clock.advance(6)
+    assert deadline.remaining == 0
+    assert not deadline.running

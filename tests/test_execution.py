@@ -282,7 +282,7 @@ def test_execute_joins_the_requester(harness: Harness) -> None:
     ]
     _process, replies = start(harness, client, pid)
     assert kinds(replies)[:2] == ["project_state", "execute"]
-    assert harness.app.hub.follows(client.server.session, pid)
+    assert harness.app.hub.follows(client.server.connection, pid)
 
 
 def test_non_json_and_stderr_become_server_records(harness: Harness) -> None:

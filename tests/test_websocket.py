@@ -352,7 +352,7 @@ def test_a_connection_follows_several_projects_and_defaults_to_the_last_joined(
     second = create(client, harness, "b")["project_id"]
     client.request("project_join", project_id=first)
     client.request("project_join", project_id=second)
-    assert set(harness.app.hub.following(client.server.session)) == {first, second}
+    assert set(harness.app.hub.following(client.server.connection)) == {first, second}
     left = client.one("project_leave")  # no project_id: the last joined
     assert left["data"] == {"project_id": second, "status": "left"}
     left = client.one("project_leave")
@@ -402,7 +402,7 @@ def test_delete_replies_then_announces_and_keeps_the_directory(harness: Harness)
     assert other.new() == [announced]
     assert (harness.home / "app" / "work.txt").read_text() == "mine"
     assert not (harness.config.data_dir / "projects" / pid).exists()
-    assert harness.app.hub.following(other.server.session) == []
+    assert harness.app.hub.following(other.server.connection) == []
     assert client.one("project_join", project_id=pid)["data"]["code"] == "PROJECT_NOT_FOUND"
 
 

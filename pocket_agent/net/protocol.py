@@ -85,7 +85,7 @@ class PocketAgentProtocol(WebSocketServerProtocol):
     _log = Logger()
 
     factory: PocketAgentFactory
-    session: Connection | None = None
+    connection: Connection | None = None
     budget: SendBudget | None = None
     _idle_timer: IDelayedCall | None = None
     _dropping = False
@@ -131,7 +131,7 @@ class PocketAgentProtocol(WebSocketServerProtocol):
     def _on_open(self) -> None:
         factory = self.factory
         hub = factory.domain.hub
-        session = Connection(
+        connection = Connection(
             factory.domain,
             connection_id=str(uuid.uuid4()),
             authenticated_as=self._authenticated_as,
@@ -139,7 +139,7 @@ class PocketAgentProtocol(WebSocketServerProtocol):
             close=self.close,
             abort=lambda: self.dropConnection(abort=True),
         )
-        if not hub.connect(session):
+        if not hub.connect(connection):
             if not hub.accepting:
                 self.close(CLOSE_GOING_AWAY, "server shutting down")
                 return
@@ -155,7 +155,7 @@ class PocketAgentProtocol(WebSocketServerProtocol):
             )
             self.close(CLOSE_TRY_AGAIN_LATER, "too many connections")
             return
-        self.session = session
+        self.connection = connection
         # Under WebSocketResource the HTTP channel is still the registered producer.
         consumer = cast(IConsumer, self.transport)
         consumer.unregisterProducer()
@@ -163,21 +163,21 @@ class PocketAgentProtocol(WebSocketServerProtocol):
         consumer.registerProducer(self.budget, True)
         self._log.info(
             "Connection opened",
-            connection_id=session.connection_id,
+            connection_id=connection.connection_id,
             peer=self.peer,
-            authenticated_as=session.authenticated_as,
+            authenticated_as=connection.authenticated_as,
         )
-        self.send(session.hello())
+        self.send(connection.hello())
         self._arm_idle_timer()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.session is None:
+        if self.connection is None:
             return
         self._arm_idle_timer()
         if isBinary:
             self.send(ErrorMessage.of(invalid("frame", "binary frames are not accepted")))
             return
-        self.session.receive(payload)
+        self.connection.receive(payload)
 
     def onMessageFrameBegin(self, length: int) -> None:
         # The per-frame cap is autobahn's; the whole-message cap is ours, because
@@ -192,12 +192,12 @@ class PocketAgentProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._cancel_idle_timer()
-        session, self.session = self.session, None
-        if session is not None:
-            self.factory.domain.hub.disconnect(session)
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            self.factory.domain.hub.disconnect(connection)
             self._log.info(
                 "Connection closed",
-                connection_id=session.connection_id,
+                connection_id=connection.connection_id,
                 code=code,
                 reason=reason,
                 clean=wasClean,
@@ -229,7 +229,7 @@ class PocketAgentProtocol(WebSocketServerProtocol):
         self._dropping = True
         self.factory.bus.emit(
             SlowConsumerDropped(
-                self.session.connection_id if self.session else None,
+                self.connection.connection_id if self.connection else None,
                 self.budget.backlog if self.budget else 0,
             )
         )
@@ -250,12 +250,12 @@ class PocketAgentProtocol(WebSocketServerProtocol):
 
     def _idle_timeout(self) -> None:
         self._idle_timer = None
-        if self.session is not None and self.session.follows_anything:
+        if self.connection is not None and self.connection.follows_anything:
             self._arm_idle_timer()
             return
         self._log.info(
             "Closing an idle connection",
-            connection_id=self.session.connection_id if self.session else None,
+            connection_id=self.connection.connection_id if self.connection else None,
         )
         self.close(CLOSE_NORMAL, "idle timeout")
 

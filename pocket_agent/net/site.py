@@ -99,5 +99,4 @@ def build_site(
     root.putChild(b"ws", WebSocketResource(ws_factory))
     root.putChild(b"health", HealthResource(health, authenticator))
     site = PocketAgentSite(root)
-    site.ws_factory = ws_factory  # type: ignore[attr-defined]
     return site

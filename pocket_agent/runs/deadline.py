@@ -75,5 +75,6 @@ class Deadline:
 
     def _fire(self) -> None:
         self._timer = None
+        self._left = 0.0
         self._over = True
         self._expired()

@@ -43,6 +43,8 @@ class RunInputs(Protocol):
 
     def start(self) -> None: ...
     def spawn_failed(self) -> None: ...
+    def pause_clocks(self) -> None: ...
+    def resume_clocks(self) -> None: ...
     def activity(self) -> None: ...
     def result_seen(self) -> None: ...
     def stop(self, reason: StopReason) -> None: ...
@@ -171,6 +173,19 @@ def _start(inputs: RunInputs, core: RunCore) -> None:
 def _spawn_failed(inputs: RunInputs, core: RunCore, data: Running) -> None:
     data.cancel()
     core.conclude()
+
+
+@running.upon(RunInputs.pause_clocks).loop()
+def _pause_clocks(inputs: RunInputs, core: RunCore, data: Running) -> None:
+    """A human is deciding (an approval): the agent's time does not run."""
+    data.execution.pause()
+    data.no_output.pause()
+
+
+@running.upon(RunInputs.resume_clocks).loop()
+def _resume_clocks(inputs: RunInputs, core: RunCore, data: Running) -> None:
+    data.execution.resume()
+    data.no_output.resume()
 
 
 @running.upon(RunInputs.activity).loop()
@@ -324,37 +339,22 @@ def _ignore(inputs: RunInputs, core: RunCore, *args: object) -> None:
     """Nothing to do in this state (a late timer, a repeated request)."""
 
 
-_IGNORED_WITHOUT_DATA = {
-    idle: ("stop", "kill_now", "force_finish", "activity", "result_seen"),
+# Inputs that mean nothing in a state (a late timer, a repeated request). Only a
+# running turn has clocks to pause: winding down and stopping run on their own timers.
+_CLOCKS = ("pause_clocks", "resume_clocks")
+_LATE = ("escalate", "sweep", "abandon_output", "done")
+_IGNORED_WITHOUT_DATA: dict[Any, tuple[str, ...]] = {
+    idle: ("stop", "kill_now", "force_finish", "activity", "result_seen", *_CLOCKS),
     finished: (
-        "activity",
-        "result_seen",
-        "stop",
-        "escalate",
-        "kill_now",
-        "exited",
-        "sweep",
-        "output_closed",
-        "abandon_output",
-        "done",
-        "force_finish",
-        "spawn_failed",
+        *("activity", "result_seen", "stop", "kill_now", "exited", "output_closed"),
+        *("force_finish", "spawn_failed", *_LATE, *_CLOCKS),
     ),
 }
 _IGNORED_WITH_DATA: dict[Any, tuple[str, ...]] = {
-    running: ("kill_now", "output_closed", "escalate", "sweep", "abandon_output", "done"),
-    winding_down: (
-        "activity",
-        "result_seen",
-        "kill_now",
-        "output_closed",
-        "escalate",
-        "sweep",
-        "abandon_output",
-        "done",
-    ),
-    stopping: ("activity", "stop", "output_closed", "sweep", "done"),
-    reaping: ("activity", "result_seen", "stop", "escalate", "kill_now", "exited"),
+    running: ("kill_now", "output_closed", *_LATE),
+    winding_down: ("activity", "result_seen", "kill_now", "output_closed", *_LATE, *_CLOCKS),
+    stopping: ("activity", "stop", "output_closed", "sweep", "done", *_CLOCKS),
+    reaping: ("activity", "result_seen", "stop", "escalate", "kill_now", "exited", *_CLOCKS),
 }
 for _plain, _names in _IGNORED_WITHOUT_DATA.items():
     for _name in _names:
@@ -393,6 +393,13 @@ class Run:
 
     def kill_now(self) -> None:
         self.machine.kill_now()
+
+    def pause_clocks(self) -> None:
+        """Stop the ``execution`` and ``no_output`` clocks (while a human decides)."""
+        self.machine.pause_clocks()
+
+    def resume_clocks(self) -> None:
+        self.machine.resume_clocks()
 
     def force_finish(self) -> None:
         self.machine.force_finish()

@@ -30,13 +30,16 @@ class Request:
     NEEDS_PROJECT: ClassVar[bool] = False
 
     def to_data(self) -> dict[str, Any]:
-        """The ``data`` object a client sends (defaults left out)."""
-        fields = attrs.fields(type(self))  # type: ignore[arg-type]
-        return {
-            f.name: _plain(getattr(self, f.name))
-            for f in fields
-            if getattr(self, f.name) != f.default
-        }
+        """The ``data`` object a client sends (fields at their defaults left out)."""
+        data = {}
+        for field in attrs.fields(type(self)):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            default = field.default
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                default = default.factory()
+            if value != default:
+                data[field.name] = _plain(value)
+        return data
 
 
 def _plain(value: Any) -> Any:
