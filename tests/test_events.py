@@ -110,3 +110,21 @@ def test_events_are_values() -> None:
     assert answer != Answered(Cause("c1", "r2"), DeleteAnswer("p1"))
     assert Cause("c1").request_id is None
     assert hash(DELETED) == hash(ProjectDeleted("p1"))
+
+
+def test_an_event_emitted_while_delivering_waits_for_the_first_to_reach_everyone() -> None:
+    """A follower dropped as slow while a record is delivered: every observer still hears
+    the record before the drop, so they all see one order."""
+    heard: list[tuple[str, Event]] = []
+    bus = EventBus()
+
+    class Emitting(Recording):
+        def observe(self, event: Event) -> None:
+            super().observe(event)
+            if event is DELETED:
+                bus.emit(CHANGED)
+
+    bus.subscribe(Emitting("hub", heard))
+    bus.subscribe(Recording("log", heard))
+    bus.emit(DELETED)
+    assert heard == [("hub", DELETED), ("log", DELETED), ("hub", CHANGED), ("log", CHANGED)]

@@ -9,6 +9,7 @@ from pathlib import Path
 import attrs
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
 
 from pocket_agent.compose import build_registry
 from pocket_agent.core.errors import ProjectNotFound
@@ -344,3 +345,22 @@ def test_observer_only_events_reach_no_connection(world: World) -> None:
     world.hub.observe(SlowConsumerDropped("a", 10))
     world.hub.observe(AuthFailed("1.2.3.4", "bad token", True))
     assert conn.delivered == []
+
+
+def test_a_follower_that_fails_costs_the_others_nothing(world: World) -> None:
+    pid = world.project("app")
+
+    @attrs.define(eq=False)
+    class Failing(Conn):
+        def deliver(self, event: Event) -> None:
+            raise RuntimeError("a bug in one connection")
+
+    broken, fine = Failing("broken"), world.conn("fine")
+    assert world.hub.connect(broken)
+    for conn in (broken, fine):
+        world.hub.subscribe(conn, pid, None)
+    event = RunKilled(pid, "r1")
+    with capturedLogs() as logs:
+        world.hub.observe(event)
+    assert fine.delivered == [event]
+    assert [e["log_level"] for e in logs] == [LogLevel.critical]

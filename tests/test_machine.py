@@ -410,3 +410,51 @@ def test_pausing_clocks_after_the_turn_changes_nothing() -> None:
     rig.run.pause_clocks()  # winding down: the linger timer is not the agent's time
     rig.reactor.advance(TIMEOUTS.kill_grace)
     assert rig.run.stop_reason is StopReason.LINGERING
+
+
+def test_the_pipes_are_given_up_kill_grace_after_sigkill_even_once_claude_exited() -> None:
+    """Survivors holding the pipes open: the run ends when the sweep is over, not one
+    more grace later (the give-up timer armed at SIGKILL outlives claude's exit)."""
+    rig = Rig()
+    process = rig.start()
+    grace = TIMEOUTS.kill_grace
+    rig.run.stop(StopReason.USER)
+    rig.reactor.advance(grace)  # SIGTERM
+    rig.reactor.advance(grace)  # SIGKILL
+    assert rig.tree.signals[-1] == ("all", signal.SIGKILL)
+    rig.tree.left = {999: 999}  # a descendant that will not die, holding the pipes
+    rig.reactor.advance(0.1)
+    process.protocol.processExited(reason(0, signal.SIGKILL))
+    rig.reactor.advance(grace)  # the give-up timer from SIGKILL has fired meanwhile
+    assert process.lost and rig.sink.results == []
+    rig.reactor.advance(grace + 0.1)  # the sweep's own SIGKILL deadline: it survived
+    [result] = rig.sink.results
+    assert result.outcome is Outcome.KILLED
+    assert rig.pending() == []
+
+
+def test_force_finish_reports_even_when_the_last_line_cannot_be_recorded() -> None:
+    rig = Rig()
+    process = rig.start()
+
+    def full_disk(session_id: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    rig.sink.session_seen = full_disk  # type: ignore[method-assign]
+    process.protocol.outReceived(json.dumps(INIT).encode())  # no newline yet
+    rig.run.force_finish()
+    assert len(rig.sink.results) == 1
+    assert rig.run.finished
+    process.exit(0)
+    assert len(rig.sink.results) == 1
+
+
+def test_a_spawn_that_raises_something_else_still_ends_the_run_and_its_clocks() -> None:
+    rig = Rig()
+    rig.reactor.spawn_error = RuntimeError("a bug in the spawner")  # type: ignore[assignment]
+    rig.run.start()
+    [result] = rig.sink.results
+    assert result.outcome is Outcome.FAILED and result.spawn_failed
+    assert "a bug in the spawner" in (result.error or "")
+    assert rig.pending() == []
+    rig.reactor.advance(TIMEOUTS.execution + 60)  # nothing left to fire

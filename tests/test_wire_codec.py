@@ -388,3 +388,13 @@ def test_an_unsuccessful_run_is_execution_finished_then_an_error(
         "message": message or finished.error,
         "details": {"run_id": "r1"},
     }
+
+
+def test_a_domain_error_subclass_answers_with_its_parents_code() -> None:
+    from pocket_agent.core.errors import ProjectNotFound
+    from pocket_agent.net.errors import wire_error
+
+    class Archived(ProjectNotFound):
+        pass
+
+    assert wire_error(Archived("p1")).code == ErrorCode.PROJECT_NOT_FOUND

@@ -128,6 +128,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._observers: list[Observer] = []
+        self._queue: list[Event] | None = None
 
     def subscribe(self, observer: Observer) -> None:
         self._observers.append(observer)
@@ -136,6 +137,20 @@ class EventBus:
         self._observers.remove(observer)
 
     def emit(self, event: Event) -> None:
+        """Deliver now; an event emitted by an observer while an event is being delivered
+        (a follower dropped as slow) waits until every observer has had the first, so
+        all observers see all events in one order."""
+        if self._queue is not None:
+            self._queue.append(event)
+            return
+        self._queue = [event]
+        try:
+            while self._queue:
+                self._deliver(self._queue.pop(0))
+        finally:
+            self._queue = None
+
+    def _deliver(self, event: Event) -> None:
         for observer in list(self._observers):
             try:
                 observer.observe(event)

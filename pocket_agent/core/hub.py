@@ -13,6 +13,7 @@ fall between the two and no caller can get the order wrong.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import Protocol
 
 import attrs
@@ -185,18 +186,24 @@ class Hub:
     def observe(self, event: Event) -> None:
         if isinstance(event, Answered):
             requester = self._connections.get(event.cause.connection_id)
-            if requester is not None:
-                requester.deliver(event)
+            self._deliver([requester] if requester is not None else [], event)
         elif isinstance(event, ProjectCreated):
-            self._to_everyone(event)
+            self._deliver(self._connections.values(), event)
         elif isinstance(event, ProjectDeleted):
             for connection_id in list(self._followers.pop(event.project_id, {})):
                 self._forget(connection_id, event.project_id)
-            self._to_everyone(event)
+            self._deliver(self._connections.values(), event)
         elif isinstance(event, ProjectEvent):
-            for follower in list(self._followers.get(event.project_id, {}).values()):
-                follower.deliver(event)
+            self._deliver(self._followers.get(event.project_id, {}).values(), event)
 
-    def _to_everyone(self, event: Event) -> None:
-        for follower in list(self._connections.values()):
-            follower.deliver(event)
+    def _deliver(self, audience: Iterable[Follower], event: Event) -> None:
+        """Each follower on its own: one that fails (a bug) costs the others nothing."""
+        for follower in list(audience):
+            try:
+                follower.deliver(event)
+            except Exception:
+                self._log.failure(
+                    "Delivering {event} to {connection_id} failed",
+                    event=type(event).__name__,
+                    connection_id=follower.connection_id,
+                )

@@ -99,6 +99,9 @@ class ProjectRegistry:
         """Oldest first: dicts keep insertion order and creation only ever appends."""
         return list(self._projects.values())
 
+    def find(self, project_id: str) -> Project | None:
+        return self._projects.get(project_id)
+
     def get(self, project_id: str) -> Project:
         try:
             return self._projects[project_id]

@@ -26,5 +26,7 @@ def wire_error(error: domain.DomainError) -> ProtocolError:
             f"{field}: {error.reason}",
             {"field": field, "reason": error.reason},
         )
-    code = ERROR_CODES.get(type(error), ErrorCode.INTERNAL_ERROR)
-    return ProtocolError(code, error.message, error.details)
+    for kind in type(error).__mro__:  # a subclass answers like its parent
+        if kind in ERROR_CODES:
+            return ProtocolError(ERROR_CODES[kind], error.message, error.details)
+    raise TypeError(f"no wire code for {type(error).__name__}") from error

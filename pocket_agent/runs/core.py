@@ -106,6 +106,7 @@ class RunCore:
         self.finished = False
         self.result: RunResult | None = None
         self.flush_output: Callable[[], None] = lambda: None
+        self._abandon: IDelayedCall | None = None
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
         self._scanner: LoopingCall | None = None
@@ -204,10 +205,16 @@ class RunCore:
 
     # ------------------------------------------------------------------ the end
 
+    def abandon_later(self, abandon: Callable[[], None]) -> None:
+        """After SIGKILL: stop waiting for the pipes ``kill_grace`` from now."""
+        self._abandon = self.later(self.timeouts.kill_grace, abandon)
+
     def conclude(self) -> None:
         """Decide and report the one outcome; called on entering ``finished`` only."""
         self.finished = True
         self.stop_scanning()
+        if self._abandon is not None and self._abandon.active():
+            self._abandon.cancel()
         self.result = self.decide()
         try:
             self.sink.finished(self.result)

@@ -200,7 +200,8 @@ class Executor:
 
     def finished(self, project_id: str) -> Deferred[None]:
         """Fires when the project's active run (if any) has been reported."""
-        if self.registry.get(project_id).run is None:
+        project = self.registry.find(project_id)
+        if project is None or project.run is None:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._waiting.setdefault(project_id, []).append(d)
@@ -264,6 +265,9 @@ class RunRecorder:
             self.executor.log.failure("Recording output of {pid} failed", pid=self.project.id)
 
     def session_seen(self, session_id: str) -> None:
+        self._safely(self._new_session, session_id)
+
+    def _new_session(self, session_id: str) -> None:
         project = self.project
         if session_id == project.session_id:
             return

@@ -160,7 +160,9 @@ def _start(inputs: RunInputs, core: RunCore) -> None:
     # behind this one, so it always finds a run that knows its transport.
     try:
         core.spawn(ClaudeProcessProtocol(core, inputs))
-    except OSError as e:
+    except Exception as e:
+        if not isinstance(e, OSError):
+            core.log.failure("Starting claude for run {run_id} failed", run_id=core.run_id)
         core.spawn_error = f"cannot start claude: {e}"
         inputs.spawn_failed()
         return
@@ -225,8 +227,12 @@ def _escalate(inputs: RunInputs, core: RunCore, data: Stopping) -> None:
     """SIGTERM to every recorded group, then SIGKILL; then stop waiting for the pipes."""
     data.step += 1
     core.signal_all(signal.SIGTERM if data.step == 1 else signal.SIGKILL)
-    next_step = inputs.escalate if data.step == 1 else inputs.abandon_output
-    data.timer = core.later(core.timeouts.kill_grace, next_step)
+    if data.step == 1:
+        data.timer = core.later(core.timeouts.kill_grace, inputs.escalate)
+    else:
+        # Nothing outlives SIGKILL; if the pipes still do not close, give up on them.
+        # The run's timer, not this state's: it still runs once claude has exited.
+        core.abandon_later(inputs.abandon_output)
 
 
 @stopping.upon(RunInputs.kill_now).loop()
@@ -325,7 +331,11 @@ def _force_finish(inputs: RunInputs, core: RunCore, data: _Timers) -> None:
     data.cancel()
     if core.exit is None:
         core.exit = Exit(None, None)
-    core.flush_output()
+    try:
+        core.flush_output()
+    except Exception:
+        # Entering finished reports the outcome, whatever became of the last line.
+        core.log.failure("Flushing the output of run {run_id} failed", run_id=core.run_id)
     core.conclude()
 
 
