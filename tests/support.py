@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from pocket_agent.compose import build_app
 from pocket_agent.config import Config, Overrides, ProjectsConfig, load_config
-from pocket_agent.core.events import AuthFailed, Event
+from pocket_agent.core.events import AuthFailed, Event, RecordAppended
 
 TOKEN = "pairing-token-0123456789-abcdefghijklmnop"
 
@@ -43,13 +43,15 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
 
 
 class EventRecorder:
-    """An observer of the event bus that keeps every event, for tests to count."""
+    """An observer of the event bus that keeps every event but Records (those the
+    clients see), for tests to count."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
 
     def observe(self, event: Event) -> None:
-        self.events.append(event)
+        if not isinstance(event, RecordAppended):
+            self.events.append(event)
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]

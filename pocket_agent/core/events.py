@@ -143,8 +143,9 @@ class EventBus:
         if self._queue is not None:
             self._queue.append(event)
             return
-        self._queue = [event]
+        self._queue = []
         try:
+            self._deliver(event)
             while self._queue:
                 self._deliver(self._queue.pop(0))
         finally:

@@ -184,7 +184,9 @@ class Hub:
     # ------------------------------------------------------------------- fan-out
 
     def observe(self, event: Event) -> None:
-        if isinstance(event, Answered):
+        if isinstance(event, ProjectEvent):  # the common case: a Record
+            self._deliver(self._followers.get(event.project_id, {}).values(), event)
+        elif isinstance(event, Answered):
             requester = self._connections.get(event.cause.connection_id)
             self._deliver([requester] if requester is not None else [], event)
         elif isinstance(event, ProjectCreated):
@@ -193,8 +195,6 @@ class Hub:
             for connection_id in list(self._followers.pop(event.project_id, {})):
                 self._forget(connection_id, event.project_id)
             self._deliver(self._connections.values(), event)
-        elif isinstance(event, ProjectEvent):
-            self._deliver(self._followers.get(event.project_id, {}).values(), event)
 
     def _deliver(self, audience: Iterable[Follower], event: Event) -> None:
         """Each follower on its own: one that fails (a bug) costs the others nothing."""

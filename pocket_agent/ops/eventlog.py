@@ -10,11 +10,15 @@ from twisted.logger import Logger
 from pocket_agent.core.events import AuthFailed, Event, SlowConsumerDropped
 from pocket_agent.runs.events import RunFinished, RunKilled, RunStarted
 
+_LOGGED = (RunStarted, RunKilled, RunFinished, SlowConsumerDropped, AuthFailed)
+
 
 class EventLog:
     _log = Logger()
 
     def observe(self, event: Event) -> None:
+        if not isinstance(event, _LOGGED):
+            return  # Records and the like: not for the operator's log
         match event:
             case RunStarted(project_id, run_id, resume):
                 self._log.info(

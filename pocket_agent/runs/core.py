@@ -23,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .channel import StdinChannel
+from .deadline import Deadline
 from .outcome import Exit, Outcome, RunResult, StopReason, result_cost, result_error
 from .streamjson import parse_line
 from .tree import ProcessTree
@@ -106,6 +107,7 @@ class RunCore:
         self.finished = False
         self.result: RunResult | None = None
         self.flush_output: Callable[[], None] = lambda: None
+        self.watchdog: Deadline | None = None  # the running state's no_output deadline
         self._abandon: IDelayedCall | None = None
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
@@ -148,6 +150,11 @@ class RunCore:
         return self.clock.callLater(delay, fn, *args)
 
     # ------------------------------------------------------------------- output
+
+    def activity(self) -> None:
+        """Output arrived: the no-output watchdog starts over (a no-op once it is over)."""
+        if self.watchdog is not None:
+            self.watchdog.touch()
 
     def line(self, machine: ResultListener, raw: bytes) -> None:
         if self.finished:

@@ -1,7 +1,9 @@
-"""A deadline on the injected clock that can be paused and resumed.
+"""A deadline on the injected clock that can be paused, resumed and pushed back.
 
-Runs use it for ``timeouts.execution`` and ``timeouts.no_output``: while a human is
-deciding (a pending approval), the agent's time does not run.
+Runs use it for ``timeouts.execution`` and the ``timeouts.no_output`` watchdog: while a
+human is deciding (a pending approval), the agent's time does not run. Pushing it back
+(:meth:`Deadline.touch`, on every chunk of output) costs a clock reading and no timer
+work: the timer only checks, when it fires, whether the deadline moved meanwhile.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ class Deadline:
         self.clock = clock
         self.limit = limit
         self._expired = expired
-        self._left = limit
+        self._left = limit  # seconds left, counted from _anchor while running
+        self._anchor = 0.0
         self._timer: IDelayedCall | None = None
-        self._started_at = 0.0
         self._paused = True  # until started
         self._over = limit <= 0
 
@@ -31,7 +33,7 @@ class Deadline:
     @property
     def remaining(self) -> float:
         if self._timer is not None:
-            return max(0.0, self._left - (self.clock.seconds() - self._started_at))
+            return max(0.0, self._left - (self.clock.seconds() - self._anchor))
         return self._left
 
     def start(self) -> None:
@@ -45,14 +47,16 @@ class Deadline:
         self._paused = True
         self._unschedule()
 
-    def restart(self) -> None:
-        """The full limit again from now (activity resets a watchdog); stays paused if paused."""
+    def touch(self) -> None:
+        """The full limit again from now (activity resets a watchdog); a paused deadline
+        stays paused, with the full limit left."""
         if self._over:
             return
-        self._unschedule()
         self._left = self.limit
-        if not self._paused:
-            self._schedule()
+        if self._timer is not None:
+            self._anchor = self.clock.seconds()
+
+    restart = touch
 
     def cancel(self) -> None:
         """For good: a cancelled deadline never fires and never starts again."""
@@ -62,7 +66,7 @@ class Deadline:
     def _schedule(self) -> None:
         if self._over or self._timer is not None:
             return
-        self._started_at = self.clock.seconds()
+        self._anchor = self.clock.seconds()
         self._timer = self.clock.callLater(self._left, self._fire)
 
     def _unschedule(self) -> None:
@@ -74,6 +78,10 @@ class Deadline:
         self._timer = None
 
     def _fire(self) -> None:
+        left = self.remaining
+        if left > 0:  # touched since the timer was set: check again when it is due
+            self._timer = self.clock.callLater(left, self._fire)
+            return
         self._timer = None
         self._left = 0.0
         self._over = True

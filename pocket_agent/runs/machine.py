@@ -45,7 +45,6 @@ class RunInputs(Protocol):
     def spawn_failed(self) -> None: ...
     def pause_clocks(self) -> None: ...
     def resume_clocks(self) -> None: ...
-    def activity(self) -> None: ...
     def result_seen(self) -> None: ...
     def stop(self, reason: StopReason) -> None: ...
     def escalate(self) -> None: ...
@@ -132,6 +131,9 @@ def _running(inputs: RunInputs, core: RunCore) -> Running:
     )
     data.execution.start()
     data.no_output.start()
+    # The hot path (every chunk of output) pushes the watchdog back without a machine
+    # input; a watchdog that is cancelled with this state ignores it.
+    core.watchdog = data.no_output
     return data
 
 
@@ -188,11 +190,6 @@ def _pause_clocks(inputs: RunInputs, core: RunCore, data: Running) -> None:
 def _resume_clocks(inputs: RunInputs, core: RunCore, data: Running) -> None:
     data.execution.resume()
     data.no_output.resume()
-
-
-@running.upon(RunInputs.activity).loop()
-def _activity(inputs: RunInputs, core: RunCore, data: Running) -> None:
-    data.no_output.restart()
 
 
 @running.upon(RunInputs.result_seen).to(winding_down)
@@ -354,17 +351,17 @@ def _ignore(inputs: RunInputs, core: RunCore, *args: object) -> None:
 _CLOCKS = ("pause_clocks", "resume_clocks")
 _LATE = ("escalate", "sweep", "abandon_output", "done")
 _IGNORED_WITHOUT_DATA: dict[Any, tuple[str, ...]] = {
-    idle: ("stop", "kill_now", "force_finish", "activity", "result_seen", *_CLOCKS),
+    idle: ("stop", "kill_now", "force_finish", "result_seen", *_CLOCKS),
     finished: (
-        *("activity", "result_seen", "stop", "kill_now", "exited", "output_closed"),
+        *("result_seen", "stop", "kill_now", "exited", "output_closed"),
         *("force_finish", "spawn_failed", *_LATE, *_CLOCKS),
     ),
 }
 _IGNORED_WITH_DATA: dict[Any, tuple[str, ...]] = {
     running: ("kill_now", "output_closed", *_LATE),
-    winding_down: ("activity", "result_seen", "kill_now", "output_closed", *_LATE, *_CLOCKS),
-    stopping: ("activity", "stop", "output_closed", "sweep", "done", *_CLOCKS),
-    reaping: ("activity", "result_seen", "stop", "escalate", "kill_now", "exited", *_CLOCKS),
+    winding_down: ("result_seen", "kill_now", "output_closed", *_LATE, *_CLOCKS),
+    stopping: ("stop", "output_closed", "sweep", "done", *_CLOCKS),
+    reaping: ("result_seen", "stop", "escalate", "kill_now", "exited", *_CLOCKS),
 }
 for _plain, _names in _IGNORED_WITHOUT_DATA.items():
     for _name in _names:

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 class RunInputs(Protocol):
     """The machine inputs the pipes drive (a subset of ``machine.RunInputs``)."""
 
-    def activity(self) -> None: ...
     def result_seen(self) -> None: ...
     def exited(self, status: Exit) -> None: ...
     def output_closed(self) -> None: ...
@@ -38,11 +37,11 @@ class ClaudeProcessProtocol(ProcessProtocol):
         self.core.connected(self.transport)
 
     def outReceived(self, data: bytes) -> None:
-        self.machine.activity()
+        self.core.activity()
         self.splitter.feed(data)
 
     def errReceived(self, data: bytes) -> None:
-        self.machine.activity()
+        self.core.activity()
         self.core.stderr(data)
 
     def processExited(self, reason: Failure) -> None:

@@ -1,9 +1,13 @@
 """What each domain event looks like on the wire: the frames one connection sends.
 
-A pure function of the event: the hub has already chosen who hears it.
+A pure function of the event (the hub has already chosen who hears it), looked up by
+the event's type: this runs once per Record per follower.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from pocket_agent.core import events as ev
 from pocket_agent.runs import events as rev
@@ -19,41 +23,23 @@ _FAILURE_CODES = {
 
 
 def frames_for(event: ev.Event) -> list[m.Outbound]:
-    match event:
-        case ev.Answered(cause, answer):
-            return [answer_frame(answer).replying_to(cause.request_id)]
-        case ev.ProjectCreated(project):
-            return [m.ProjectCreated(project, project_id=project.id)]
-        case ev.ProjectDeleted(project_id):
-            return [m.ProjectDeleted(project_id=project_id)]
-        case ev.ProjectChanged(project):
-            return [m.ProjectStateMessage.of(project)]
-        case ev.RecordAppended(project_id, record):
-            return [m.AgentMessage(project_id, record.line)]
-        case rev.SessionChanged(project_id, session_id):
-            return [m.ProjectUpdate(session_id, project_id=project_id)]
-        case rev.SessionReset(project_id, old_session_id):
-            return [m.SessionReset(old_session_id, project_id=project_id)]
-        case rev.RunKilled(project_id, run_id):
-            return [m.ProcessKilled(run_id, project_id=project_id)]
-        case rev.RunFinished(project_id, result):
-            return run_finished_frames(project_id, result)
-    return []
+    """The frames for ``event``. The hub hands one event to every follower in a row, so
+    the last translation is kept: one per event, not one per follower (frames are
+    immutable, so they can be shared)."""
+    global _last
+    if _last[0] is event:
+        return _last[1]
+    build = _FRAMES.get(type(event))
+    frames = build(event) if build is not None else []
+    _last = (event, frames)
+    return frames
 
 
 def answer_frame(answer: ev.Answer) -> m.Outbound:
-    match answer:
-        case ev.ProjectAnswer(project):
-            return m.ProjectStateMessage.of(project)
-        case ev.DeleteAnswer(project_id):
-            return m.ProjectDeleteReply(project_id=project_id)
-        case rev.RunAccepted(project_id, run_id):
-            return m.ExecuteReply(run_id, project_id=project_id)
-        case rev.KillAnswer(project_id, status):
-            return m.AgentKillReply(status, project_id=project_id)
-        case rev.SessionResetAnswer(project_id, old_session_id):
-            return m.AgentNewSessionReply(old_session_id, project_id=project_id)
-    raise TypeError(f"no frame for {answer!r}")
+    build = _ANSWERS.get(type(answer))
+    if build is None:
+        raise TypeError(f"no frame for {answer!r}")
+    return build(answer)
 
 
 def run_finished_frames(project_id: str, result: RunResult) -> list[m.Outbound]:
@@ -67,3 +53,28 @@ def run_finished_frames(project_id: str, result: RunResult) -> list[m.Outbound]:
         error = ProtocolError(code, result.error or str(result.outcome), {"run_id": result.run_id})
         frames.append(m.ErrorMessage.of(error, project_id=project_id))
     return frames
+
+
+_last: tuple[object, list[m.Outbound]] = (None, [])
+
+_FRAMES: dict[type[Any], Callable[[Any], list[m.Outbound]]] = {
+    ev.RecordAppended: lambda e: [m.AgentMessage(e.project_id, e.record.line)],
+    ev.Answered: lambda e: [answer_frame(e.answer).replying_to(e.cause.request_id)],
+    ev.ProjectCreated: lambda e: [m.ProjectCreated(e.project, project_id=e.project.id)],
+    ev.ProjectDeleted: lambda e: [m.ProjectDeleted(project_id=e.project_id)],
+    ev.ProjectChanged: lambda e: [m.ProjectStateMessage.of(e.project)],
+    rev.SessionChanged: lambda e: [m.ProjectUpdate(e.session_id, project_id=e.project_id)],
+    rev.SessionReset: lambda e: [m.SessionReset(e.old_session_id, project_id=e.project_id)],
+    rev.RunKilled: lambda e: [m.ProcessKilled(e.run_id, project_id=e.project_id)],
+    rev.RunFinished: lambda e: run_finished_frames(e.project_id, e.result),
+}
+
+_ANSWERS: dict[type[Any], Callable[[Any], m.Outbound]] = {
+    ev.ProjectAnswer: lambda a: m.ProjectStateMessage.of(a.project),
+    ev.DeleteAnswer: lambda a: m.ProjectDeleteReply(project_id=a.project_id),
+    rev.RunAccepted: lambda a: m.ExecuteReply(a.run_id, project_id=a.project_id),
+    rev.KillAnswer: lambda a: m.AgentKillReply(a.status, project_id=a.project_id),
+    rev.SessionResetAnswer: lambda a: m.AgentNewSessionReply(
+        a.old_session_id, project_id=a.project_id
+    ),
+}
