@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
 
-from pocket_agent.runs.core import RunCore, Timeouts
 from pocket_agent.runs.machine import Run
 from pocket_agent.runs.outcome import Outcome, RunResult, StopReason
+from pocket_agent.runs.runcore import RunCore, Timeouts
 from tests.support import FakeProcess, FakeTree, ProcessReactor
 
 SESSION = "1c354969-65b5-46b2-afc9-a7921a2306e3"

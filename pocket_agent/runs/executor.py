@@ -29,7 +29,6 @@ from pocket_agent.core.projects import Project
 from pocket_agent.core.registry import ProjectRegistry
 
 from .command import apply_policy, build_argv, build_env, find_binary, printable_argv
-from .core import RunCore, Timeouts
 from .events import (
     KillAnswer,
     RunAccepted,
@@ -43,6 +42,7 @@ from .events import (
 from .machine import Run
 from .options import RunOptions
 from .outcome import Outcome, RunResult, StopReason
+from .runcore import RunCore, Timeouts
 from .tree import ProcessTree
 
 TreeFactory = Callable[[int], ProcessTree]

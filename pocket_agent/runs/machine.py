@@ -29,10 +29,10 @@ import attrs
 from automat import TypeMachineBuilder
 from twisted.internet.interfaces import IDelayedCall
 
-from .core import RunCore, StopInfo
 from .deadline import Deadline
 from .outcome import Exit, StopReason
 from .process import ClaudeProcessProtocol
+from .runcore import RunCore, StopInfo
 from .streamjson import user_message
 
 SWEEP_POLL = 0.05

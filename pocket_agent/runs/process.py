@@ -14,7 +14,7 @@ from .streamjson import LineSplitter
 from .tree import SIGNAL_NAMES
 
 if TYPE_CHECKING:
-    from .core import RunCore
+    from .runcore import RunCore
 
 
 class RunInputs(Protocol):
