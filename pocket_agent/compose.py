@@ -92,7 +92,7 @@ class App:
     claude: ClaudeProbe
     health: Health
     lock: DataDirLock
-    domain: DomainService
+    service: DomainService  # lock, load, graceful stop
     authenticator: Authenticator
     ws_factory: PocketAgentFactory
     site: PocketAgentSite
@@ -151,7 +151,7 @@ def build_app(
         claude=claude,
         health=health,
         lock=lock,
-        domain=DomainService(config, reactor, lock, registry, hub, executor, health),
+        service=DomainService(config, reactor, lock, registry, hub, executor, health),
         authenticator=authenticator,
         ws_factory=ws_factory,
         site=build_site(health.report, authenticator, ws_factory),
@@ -179,7 +179,7 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> PocketAge
     LogService(
         config.logging.level, config.logging.format, config.logging.file, extra_stream=stdout
     ).setServiceParent(root)
-    app.domain.setServiceParent(root)
+    app.service.setServiceParent(root)
     for original, endpoint_string, wrap_tls in plan:
         factory: IProtocolFactory = app.site
         if wrap_tls:

@@ -141,7 +141,7 @@ class PocketAgentService(MultiService):
         """``app``: the object graph (``compose.App``), kept for the manhole and tests."""
         super().__init__()
         self.app = app
-        self.domain: DomainService | None = app.domain if app is not None else None
+        self.domain: DomainService | None = app.service if app is not None else None
         self.tls_options = tls_options
         self.listeners: list[ListenerService] = []
 

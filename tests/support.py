@@ -255,7 +255,7 @@ class Harness:
         )
         self.events = EventRecorder()
         self.app.bus.subscribe(self.events)
-        self.service = self.app.domain
+        self.service = self.app.service
         self.service.privilegedStartService()
         self.service.startService()
         self.pumps: list[iosim.IOPump] = []

@@ -109,17 +109,17 @@ class RealRuns:
             ),
         )
         app = build_app(config, reactor, lambda: "t" * 43)
-        app.domain.privilegedStartService()
-        app.domain.startService()
+        app.service.privilegedStartService()
+        app.service.startService()
         self.cleanups.append(lambda: self._stop(app))
         return app
 
     def _stop(self, app: App) -> defer.Deferred[Any] | None:
-        if not app.domain.running:
+        if not app.service.running:
             return None
         for follower in getattr(self, "followers", []):
             app.hub.disconnect(follower)
-        return app.domain.stopService()
+        return app.service.stopService()
 
     def _kill_leftovers(self) -> None:
         """Whatever a failing test left behind dies here, by pid."""
