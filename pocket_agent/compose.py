@@ -54,6 +54,14 @@ def thread_pool_runner(reactor: Any) -> RunInThread:
     return lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
 
+def find_setsid() -> str | None:
+    """util-linux's ``setsid``, which makes claude lead its own session and group."""
+    setsid = shutil.which("setsid")
+    if setsid is None:
+        Logger().warn("No setsid (util-linux): claude will share the server's process group")
+    return setsid
+
+
 def build_registry(
     config: Config, reactor: Any, run_in_thread: RunInThread | None = None
 ) -> ProjectRegistry:
@@ -106,21 +114,17 @@ def build_app(
     environ: dict[str, str] | None = None,
     spawner: Any = None,
     tree_factory: TreeFactory | None = None,
-    setsid: str | bool | None = True,
+    setsid: str | None = None,
     probe_versions: bool = True,
-    run_in_thread: RunInThread | bool | None = True,
+    run_in_thread: RunInThread | None = None,
 ) -> App:
     """Everything but the listeners. ``reactor`` is the clock and, unless ``spawner`` is
-    given, what spawns claude; ``setsid=True`` looks the binary up on PATH;
-    ``run_in_thread=True`` compresses history in the reactor's thread pool."""
+    given, what spawns claude; ``setsid`` is the binary claude runs under
+    (:func:`find_setsid`); ``run_in_thread`` compresses history off the calling thread
+    (:func:`thread_pool_runner`; None compresses inline)."""
     environ = dict(os.environ) if environ is None else environ
-    if setsid is True:
-        setsid = shutil.which("setsid")
-        if setsid is None:
-            Logger().warn("No setsid (util-linux): claude will share the server's process group")
-    runner = thread_pool_runner(reactor) if run_in_thread is True else run_in_thread or None
     bus = EventBus()
-    registry = build_registry(config, reactor, runner)
+    registry = build_registry(config, reactor, run_in_thread)
     hub = Hub(registry, config.limits.max_connections)
     bus.subscribe(hub)
     bus.subscribe(EventLog())
@@ -132,7 +136,7 @@ def build_app(
         clock=reactor,
         spawner=spawner or reactor,
         environ=environ,
-        setsid=setsid or None,
+        setsid=setsid,
         tree_factory=tree_factory,
     )
     claude = ClaudeProbe(reactor, config.claude.binary, environ, probe=probe_versions)
@@ -174,7 +178,13 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> PocketAge
     except (OSError, ValueError, TLSError) as e:
         raise StartupError(str(e)) from None
 
-    app = build_app(config, reactor, tokens.current)
+    app = build_app(
+        config,
+        reactor,
+        tokens.current,
+        setsid=find_setsid(),
+        run_in_thread=thread_pool_runner(reactor),
+    )
     root = PocketAgentService(app, tls_options)
     LogService(
         config.logging.level, config.logging.format, config.logging.file, extra_stream=stdout

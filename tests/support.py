@@ -21,7 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.test import iosim
 from zope.interface import implementer
 
-from pocket_agent.compose import build_app
+from pocket_agent.compose import build_app, find_setsid
 from pocket_agent.config import Config, Overrides, ProjectsConfig, load_config
 from pocket_agent.core.events import AuthFailed, Event, RecordAppended
 
@@ -250,8 +250,8 @@ class Harness:
             lambda: TOKEN,
             environ={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")},
             tree_factory=self.clock.tree,
+            setsid=find_setsid(),
             probe_versions=False,
-            run_in_thread=None,
         )
         self.events = EventRecorder()
         self.app.bus.subscribe(self.events)

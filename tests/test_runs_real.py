@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from pocket_agent.compose import App, build_app
+from pocket_agent.compose import App, build_app, find_setsid
 from pocket_agent.config import ClaudeConfig, Overrides, ProjectsConfig, load_config
 from pocket_agent.core.events import Cause, Event
 from pocket_agent.core.hub import Departure
@@ -108,7 +108,7 @@ class RealRuns:
                 config.timeouts, **{"kill_grace": 0.5, "execution": 30.0, **timeouts}
             ),
         )
-        app = build_app(config, reactor, lambda: "t" * 43)
+        app = build_app(config, reactor, lambda: "t" * 43, setsid=find_setsid())
         app.service.privilegedStartService()
         app.service.startService()
         self.cleanups.append(lambda: self._stop(app))
