@@ -155,7 +155,7 @@ def build_app(
         claude=claude,
         health=health,
         lock=lock,
-        service=DomainService(config, reactor, lock, registry, hub, executor, health),
+        service=DomainService(config, reactor, lock, registry, hub, executor, health, claude),
         authenticator=authenticator,
         ws_factory=ws_factory,
         site=build_site(health.report, authenticator, ws_factory),

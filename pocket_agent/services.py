@@ -17,6 +17,7 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -28,6 +29,7 @@ from pocket_agent.net.listeners import ListenerService, describe_address
 from pocket_agent.net.tls import ReloadableServerOptions, TLSError
 from pocket_agent.ops.health import Health
 from pocket_agent.runs.executor import Executor
+from pocket_agent.runs.probe import ClaudeProbe
 from pocket_agent.storage import DataDirLock
 
 
@@ -45,8 +47,10 @@ class DomainService(Service):
         hub: Hub,
         executor: Executor,
         health: Health,
+        claude: ClaudeProbe,
     ) -> None:
         self.config = config
+        self.claude = claude
         self.clock = clock
         self.lock = lock
         self.registry = registry
@@ -102,7 +106,7 @@ class DomainService(Service):
         then fsync the histories and release the lock."""
         super().stopService()
         self.hub.accepting = False
-        waits = [self.hub.drained(), self.executor.stop_all()]
+        waits = [self.hub.drained(), self.executor.stop_all(), self.claude.stop()]
         self.hub.close_all(Departure.SHUTDOWN)
         limit = self.config.timeouts.shutdown
         # SIGKILL what is left a little before the limit, give up waiting at the limit.
@@ -207,23 +211,50 @@ class ReadyAnnouncement(Service):
 
 
 def exit_cleanly_on_signals(reactor: Any, service: PocketAgentService | None = None) -> None:
-    """SIGTERM/SIGINT stop the reactor and the process then exits 0 (SPEC §9).
+    """SIGTERM/SIGINT stop the reactor and the process then exits 0 (SPEC §9); SIGHUP
+    reloads.
 
     Twisted's own handlers remember the signal and twistd re-raises it at exit, so a
     graceful shutdown would end as "killed by SIGTERM" (status 143). Installed once
     the reactor runs, after Twisted's, and only by the real entry points, never in tests.
     """
+    relay = SignalRelay(reactor, service)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, relay.handler)
+
+
+class SignalRelay:
+    """The signal handler only hands the signal to the reactor thread.
+
+    A handler runs between any two bytecodes of the main thread, possibly in the middle
+    of a log write: logging (or anything else that takes a lock or writes a buffered
+    file) from inside it can fail with a reentrant-call error, and the reactor then
+    never stops. ``callFromThread`` only appends to a queue and writes a byte to the
+    waker pipe, which is safe there; the logging and the stopping happen on the reactor.
+    """
+
     log = Logger()
 
-    def handler(signum: int, frame: object) -> None:
-        log.info("Received {signal}, shutting down", signal=signal.Signals(signum).name)
-        reactor.callFromThread(reactor.stop)
+    def __init__(self, reactor: Any, service: PocketAgentService | None = None) -> None:
+        self.reactor = reactor
+        self.service = service
+        self.stopping = False
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handler)
-    if service is not None:
+    def handler(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.received, signum)
 
-        def hangup(signum: int, frame: object) -> None:
-            reactor.callFromThread(service.reload)
-
-        signal.signal(signal.SIGHUP, hangup)
+    def received(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            if self.service is not None:
+                self.service.reload()
+            return
+        if self.stopping:
+            self.log.info("Received {signal} again, already shutting down", signal=name)
+            return
+        self.stopping = True
+        self.log.info("Received {signal}, shutting down", signal=name)
+        try:
+            self.reactor.stop()
+        except ReactorNotRunning:
+            pass  # already on its way down (a failed start-up stops it too)

@@ -22,7 +22,7 @@ from pocket_agent.config import ClaudeConfig, Overrides, ProjectsConfig, load_co
 from pocket_agent.core.events import Cause, Event
 from pocket_agent.core.hub import Departure
 from pocket_agent.runs.options import RunOptions
-from pocket_agent.runs.probe import probe_version
+from pocket_agent.runs.probe import ClaudeProbe, probe_version
 from pocket_agent.runs.tree import alive
 from pocket_agent.wire.translate import frames_for
 from tests.fake_claude import FAKE_CLAUDE
@@ -320,3 +320,20 @@ def test_version_probe(real: RealRuns) -> Any:
     assert version is None
     status = real.agent.claude.status()
     assert (status["available"], status["path"]) == (True, str(FAKE_CLAUDE))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_version_probe_still_running_ends_with_the_server(real: RealRuns) -> Any:
+    """A stop right after start: the hanging ``--version`` probe is killed and reaped."""
+    hanging = real.tmp / "hanging-claude"
+    hanging.write_text("#!/bin/sh\nexec sleep 60\n")
+    hanging.chmod(0o755)
+    probe = ClaudeProbe(reactor, str(hanging), {"PATH": os.environ.get("PATH", "")})
+    assert probe.status()["version"] is None  # starts the probe
+    pids = [p.process.pid for p in probe._running if p.process is not None]
+    assert len(pids) == 1 and alive(pids[0])
+    yield probe.stop()
+    assert not alive(pids[0])
+    assert probe._running == set()
+    probe.status()
+    assert probe._running == set()  # no new probe once stopped
