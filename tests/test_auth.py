@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 from pathlib import Path
@@ -223,10 +224,11 @@ def test_loopback_trust_needs_a_loopback_name(
     assert (verdict is Verdict.LOOPBACK) is trusted
 
 
-def test_failures_through_a_local_proxy_cannot_lock_out_anyone_else() -> None:
-    auth = Authenticator(lambda: TOKEN, True, Clock())
+def test_failures_through_a_trusted_local_proxy_cannot_lock_out_anyone_else() -> None:
+    auth = proxied_authenticator("127.0.0.1")
     local = IPv4Address("TCP", "127.0.0.1", 1)
-    attacker = headers(x_forwarded_for="203.0.113.66", authorization="Bearer wrong")
+    # nginx's $proxy_add_x_forwarded_for: what the client sent, then the client's address.
+    attacker = headers(x_forwarded_for="198.51.100.7, 203.0.113.66", authorization="Bearer x")
     for _ in range(12):
         auth.check(Credentials.from_request(local, attacker, []))
     assert auth.check(Credentials.from_request(local, attacker, [])) is Verdict.THROTTLED
@@ -244,3 +246,170 @@ def test_empty_bearer_from_loopback_is_refused() -> None:
     for value in ("Bearer", "Bearer ", "Basic abc"):
         found = Credentials.from_request(local, headers(authorization=value), [])
         assert auth.check(found) is Verdict.REFUSED, value
+
+
+# --------------------------------------------- whose address failures are counted by
+
+
+def proxied_authenticator(
+    *proxies: str, clock: Clock | None = None, bus: EventBus | None = None
+) -> Authenticator:
+    networks = [ipaddress.ip_network(p) for p in proxies]
+    return Authenticator(lambda: TOKEN, True, clock or Clock(), bus, trusted_proxies=networks)
+
+
+def attempt(auth: Authenticator, peer: str, token: str, forwarded_for: str | None) -> Verdict:
+    """One request from socket peer ``peer``, as the HTTP layer hands it over."""
+    address = IPv6Address("TCP", peer, 1) if ":" in peer else IPv4Address("TCP", peer, 1)
+    values = headers(authorization=f"Bearer {token}", host="127.0.0.1:8443")
+    if forwarded_for is not None:
+        values["x-forwarded-for"] = forwarded_for
+    return auth.check(Credentials.from_request(address, values, []))
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "::1"])
+def test_a_new_forwarded_for_value_each_try_is_still_throttled(peer: str) -> None:
+    """The attack: 60 wrong tokens, each with another X-Forwarded-For, from a peer that is
+    not a trusted proxy. The header is the client's own text, so all 60 count for ``peer``."""
+    bus, seen = EventBus(), EventRecorder()
+    bus.subscribe(seen)
+    auth = Authenticator(lambda: TOKEN, True, Clock(), bus)
+    verdicts = [attempt(auth, peer, "wrong", f"198.51.{i}.{i}") for i in range(60)]
+    assert verdicts == [Verdict.REFUSED] * 10 + [Verdict.THROTTLED] * 50
+    assert attempt(auth, peer, TOKEN, "192.0.2.200") is Verdict.THROTTLED
+    assert {event.peer for event in seen.of(AuthFailed)} == {peer}
+    assert auth.retry_after(peer) == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize("attacker", ["203.0.113.66", "::1"])
+def test_forwarded_for_naming_a_victim_does_not_lock_the_victim_out(attacker: str) -> None:
+    """A peer that is no trusted proxy (a remote host, a local process beside nginx)
+    names the victim in X-Forwarded-For ten times: only the attacker is locked out; the
+    victim still gets in, through the operator's nginx and directly."""
+    auth = proxied_authenticator("127.0.0.1")  # nginx on this machine
+    victim = "198.51.100.7"
+    for _ in range(10):
+        assert attempt(auth, attacker, "wrong", victim) is Verdict.REFUSED
+    assert attempt(auth, attacker, TOKEN, victim) is Verdict.THROTTLED
+    assert auth.retry_after(victim) == 0.0
+    assert attempt(auth, "127.0.0.1", TOKEN, victim) is Verdict.TOKEN
+    assert attempt(auth, victim, TOKEN, None) is Verdict.TOKEN
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "::1"])
+def test_a_loopback_peer_that_is_no_trusted_proxy_cannot_lock_out_a_proxied_victim(
+    peer: str,
+) -> None:
+    """Default config: ten wrong tries from loopback naming the victim lock the loopback
+    address, never the victim's (which a trusted proxy elsewhere would report)."""
+    auth = Authenticator(lambda: TOKEN, True, Clock())
+    for _ in range(10):
+        attempt(auth, peer, "wrong", "198.51.100.7")
+    assert auth.retry_after("198.51.100.7") == 0.0
+    assert auth.retry_after(peer) > 0.0
+    assert attempt(auth, "198.51.100.7", TOKEN, None) is Verdict.TOKEN
+
+
+def test_trusted_proxy_the_right_most_entry_is_counted() -> None:
+    """Behind nginx ($proxy_add_x_forwarded_for) the client's text comes first and the
+    address nginx saw last: changing the text each try changes nothing."""
+    bus, seen = EventBus(), EventRecorder()
+    bus.subscribe(seen)
+    auth = proxied_authenticator("127.0.0.1", bus=bus)
+    written = [f"10.9.{i}.1" for i in range(60)]
+    verdicts = [attempt(auth, "127.0.0.1", "wrong", f"{w}, 203.0.113.66") for w in written]
+    assert verdicts == [Verdict.REFUSED] * 10 + [Verdict.THROTTLED] * 50
+    assert {event.peer for event in seen.of(AuthFailed)} == {"203.0.113.66"}
+    # Nobody the attacker named is locked out; the proxy itself is not either.
+    assert attempt(auth, "127.0.0.1", TOKEN, written[0]) is Verdict.TOKEN
+    assert attempt(auth, "127.0.0.1", TOKEN, "198.51.100.7") is Verdict.TOKEN
+    assert auth.retry_after("127.0.0.1") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "address"),
+    [
+        ("10.1.2.3", "198.51.100.7", "198.51.100.7"),  # inside 10.0.0.0/8
+        ("10.255.255.255", "6.6.6.6, 198.51.100.7", "198.51.100.7"),
+        ("11.0.0.1", "198.51.100.7", "11.0.0.1"),  # outside: its header is its own text
+        ("2001:db8::5", "198.51.100.7", "198.51.100.7"),  # inside 2001:db8::/32
+        ("2001:db9::5", "198.51.100.7", "2001:db9::5"),
+        ("::ffff:10.0.0.9", "198.51.100.7", "198.51.100.7"),  # IPv4-mapped, as on tcp6
+    ],
+)
+def test_trusted_proxies_may_be_networks(peer: str, forwarded_for: str, address: str) -> None:
+    auth = proxied_authenticator("10.0.0.0/8", "2001:db8::/32")
+    credentials = Credentials.from_request(
+        IPv6Address("TCP", peer, 1) if ":" in peer else IPv4Address("TCP", peer, 1),
+        headers(x_forwarded_for=forwarded_for),
+        [],
+    )
+    assert auth.address(credentials) == address
+    for _ in range(10):
+        attempt(auth, peer, "wrong", forwarded_for)
+    assert auth.retry_after(address) > 0.0
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "address"),
+    [
+        # client wrote 6.6.6.6; the edge proxy appended 198.51.100.7; the inner 10.0.0.5
+        ("6.6.6.6, 198.51.100.7, 10.0.0.5", "198.51.100.7"),
+        ("6.6.6.6, 198.51.100.7, 10.0.0.5, 10.0.0.6", "198.51.100.7"),
+        ("10.0.0.7, 10.0.0.5", "10.0.0.7"),  # all trusted: the left-most is the client
+        ("198.51.100.7,10.0.0.5", "198.51.100.7"),  # no space after the comma
+    ],
+)
+def test_a_chain_of_trusted_proxies_is_skipped(forwarded_for: str, address: str) -> None:
+    auth = proxied_authenticator("127.0.0.1", "10.0.0.0/24")
+    for _ in range(10):
+        attempt(auth, "127.0.0.1", "wrong", forwarded_for)
+    assert attempt(auth, "127.0.0.1", TOKEN, forwarded_for) is Verdict.THROTTLED
+    assert auth.retry_after(address) > 0.0
+    assert attempt(auth, "127.0.0.1", TOKEN, "6.6.6.6") is Verdict.TOKEN
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "address"),
+    [
+        (None, "127.0.0.1"),  # the proxy did not say: count the proxy
+        ("", "127.0.0.1"),
+        ("unknown", "127.0.0.1"),
+        ("198.51.100.7, _hidden", "127.0.0.1"),  # RFC 7239 obfuscated names, junk
+        ("198.51.100.7, 300.1.1.1", "127.0.0.1"),
+        ("198.51.100.7, not an ip, 10.0.0.5", "10.0.0.5"),  # the last trusted hop
+        ("198.51.100.7:51234", "198.51.100.7"),  # with a port
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("[2001:db8::1]", "2001:db8::1"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("[2001:db8::1]x", "127.0.0.1"),
+        ("1.2.3.4:port", "127.0.0.1"),
+    ],
+)
+def test_a_garbled_forwarded_for_falls_back_to_the_proxy(
+    forwarded_for: str | None, address: str
+) -> None:
+    auth = proxied_authenticator("127.0.0.1", "10.0.0.0/24")
+    values = {} if forwarded_for is None else headers(x_forwarded_for=forwarded_for)
+    local = IPv4Address("TCP", "127.0.0.1", 1)
+    assert auth.address(Credentials.from_request(local, values, [])) == address
+
+
+def test_a_trusted_proxy_never_gets_loopback_trust() -> None:
+    """SPEC §7: a loopback connection that carries a proxy header needs a token, whether or
+    not it comes from a trusted proxy; without one it is the operator's own script."""
+    auth = proxied_authenticator("127.0.0.1", "::1")
+    local = IPv4Address("TCP", "127.0.0.1", 1)
+    for name in ("x_forwarded_for", "x_real_ip", "forwarded"):
+        found = Credentials.from_request(local, headers(**{name: "198.51.100.7"}), [])
+        assert auth.check(found) is Verdict.REFUSED, name
+    plain = Credentials.from_request(IPv6Address("TCP", "::1", 1), headers(host="[::1]:1"), [])
+    assert auth.check(plain) is Verdict.LOOPBACK
+
+
+def test_a_unix_socket_is_counted_as_local() -> None:
+    auth = proxied_authenticator("127.0.0.1")
+    found = Credentials.from_request(
+        UNIXAddress(b"/run/pa.sock"), headers(x_forwarded_for="198.51.100.7"), []
+    )
+    assert auth.address(found) == "local"

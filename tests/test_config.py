@@ -1,5 +1,6 @@
 """Tests for pocket_agent.config: defaults, layering, parsing and error messages."""
 
+import ipaddress
 import operator
 import os
 from pathlib import Path
@@ -72,7 +73,10 @@ def test_defaults(root: Path, home: Path) -> None:
         tls=TLSConfig(cert=root / "certs/server.crt", key=root / "certs/server.key"),
         data_dir=root / "data",
         auth=AuthConfig(
-            token_file=root / "data/auth_token", trust_loopback=True, allowed_origins=()
+            token_file=root / "data/auth_token",
+            trust_loopback=True,
+            allowed_origins=(),
+            trusted_proxies=(),
         ),
         projects=ProjectsConfig(allowed_roots=(home,)),
         timeouts=Timeouts(
@@ -614,3 +618,69 @@ def test_claude_settings(root: Path) -> None:
         ("--debug", ""),
         True,
     )
+
+
+# --- auth.trusted_proxies -----------------------------------------------------------------
+
+
+def test_trusted_proxies_are_addresses_and_networks(root: Path) -> None:
+    text = (
+        "auth:\n"
+        "  trusted_proxies: ['127.0.0.1', ' 10.0.0.0/8 ', '::1', '2001:db8::/32',"
+        " '::ffff:192.0.2.7']\n"
+    )
+    proxies = load(root, text).auth.trusted_proxies
+    assert proxies == (
+        ipaddress.IPv4Network("127.0.0.1/32"),
+        ipaddress.IPv4Network("10.0.0.0/8"),
+        ipaddress.IPv6Network("::1/128"),
+        ipaddress.IPv6Network("2001:db8::/32"),
+        ipaddress.IPv4Network("192.0.2.7/32"),  # IPv4-mapped: compared as IPv4, like peers
+    )
+    assert hash(load(root, text)) == hash(load(root, text))  # the config stays hashable
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "auth: {trusted_proxies: '127.0.0.1'}",
+            "config.yaml: auth.trusted_proxies: '127.0.0.1' is not a list",
+        ),
+        (
+            "auth: {trusted_proxies: ['127.0.0.1', nginx]}",
+            "config.yaml: auth.trusted_proxies[1]: 'nginx' is not an IP address or CIDR network",
+        ),
+        (
+            "auth: {trusted_proxies: ['10.0.0.1/8']}",
+            "config.yaml: auth.trusted_proxies[0]: '10.0.0.1/8' has host bits set"
+            " (did you mean 10.0.0.0/8?)",
+        ),
+        (
+            "auth: {trusted_proxies: ['1.2.3.4/33']}",
+            "config.yaml: auth.trusted_proxies[0]: '1.2.3.4/33' is not an IP address",
+        ),
+        (
+            "auth: {trusted_proxies: [2130706433]}",  # ipaddress would take it as 127.0.0.1
+            "config.yaml: auth.trusted_proxies[0]: 2130706433 is not an IP address",
+        ),
+        (
+            "auth: {trusted_proxies: [null]}",
+            "config.yaml: auth.trusted_proxies[0]: None is not an IP address",
+        ),
+        (
+            "auth: {trusted_proxies: ['0.0.0.0/0']}",
+            "config.yaml: auth.trusted_proxies[0]: '0.0.0.0/0' trusts every address",
+        ),
+        (
+            "auth: {trusted_proxies: ['::/0']}",
+            "config.yaml: auth.trusted_proxies[0]: '::/0' trusts every address",
+        ),
+        (
+            "auth: {trusted_proxies: ['::ffff:0.0.0.0/96']}",
+            "config.yaml: auth.trusted_proxies[0]: '::ffff:0.0.0.0/96' trusts every address",
+        ),
+    ],
+)
+def test_bad_trusted_proxies(root: Path, text: str, message: str) -> None:
+    assert error(root, text).startswith(message)

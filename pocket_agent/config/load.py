@@ -29,6 +29,7 @@ from .parse import (
     parse_environment,
     parse_int,
     parse_mapping,
+    parse_network,
     parse_path,
     parse_size,
     parse_string,
@@ -56,6 +57,7 @@ _SETTINGS: dict[str, _Setting] = {
     "auth.token_file": _Setting(None, optional(parse_path)),  # null: <data_dir>/auth_token
     "auth.trust_loopback": _Setting(True, parse_bool),
     "auth.allowed_origins": _Setting([], list_of(parse_text)),
+    "auth.trusted_proxies": _Setting([], list_of(parse_network)),
     "projects.allowed_roots": _Setting(["~"], list_of(parse_path)),
     "timeouts.execution": _Setting("5m", parse_duration, "PA_EXECUTION_TIMEOUT"),
     "timeouts.no_output": _Setting(0, parse_duration),

@@ -4,6 +4,7 @@ Each parser takes ``(value, key)``: the raw value as YAML (or the environment, a
 ``env_bool``/``env_int``) gave it, and the place it came from, which every message names.
 """
 
+import ipaddress
 import math
 import re
 import reprlib
@@ -122,6 +123,26 @@ def parse_text(value: object, key: str) -> str:
 def parse_path(value: object, key: str) -> Path:
     """A path as written; load_config expands "~" and anchors it at the root."""
     return Path(parse_text(value, key))
+
+
+def parse_network(value: object, key: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IP address (one host) or a CIDR network; host bits set is a typo, not a network.
+    IPv4-mapped IPv6 becomes IPv4, the way the server compares a peer's address."""
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        network = ipaddress.ip_network(text)
+    except ValueError as e:
+        if "host bits set" in str(e):
+            shown = ipaddress.ip_network(text, strict=False)
+            fail(key, value, f"has host bits set (did you mean {shown}?)")
+        fail(key, value, "is not an IP address or CIDR network (like 127.0.0.1 or 10.0.0.0/8)")
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            network = ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    if network.prefixlen == 0:  # every client could then write its own address
+        fail(key, value, "trusts every address; list the proxies themselves")
+    return network
 
 
 def optional(parse: Parse) -> Parse:

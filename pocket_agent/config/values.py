@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: ``load._build`` maps settings on
 classes through ``attrs.fields(Config)``, whose ``type`` must be the class, not a string.
 """
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 import attrs
@@ -20,6 +21,8 @@ class AuthConfig:
     token_file: Path
     trust_loopback: bool
     allowed_origins: tuple[str, ...]
+    # Proxies whose X-Forwarded-For is believed: the right-most entry they appended.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...]
 
 
 @attrs.frozen(kw_only=True)

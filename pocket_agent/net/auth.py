@@ -3,12 +3,15 @@
 Transport-neutral: the WebSocket handshake and the plain HTTP routes both build
 a :class:`Credentials` from what the request carried and ask one
 :class:`Authenticator`, so ``/ws``, ``/health`` and ``/metrics`` follow one rule.
+Failures are counted per :meth:`Authenticator.address`: the socket peer, or what a
+configured trusted proxy appended to ``X-Forwarded-For``; never a value the client wrote.
 """
 
 from __future__ import annotations
 
 import enum
 import hmac
+import ipaddress
 import os
 import secrets
 from collections import OrderedDict, deque
@@ -31,6 +34,9 @@ FORWARDING_HEADERS = frozenset(
 )
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def new_token() -> str:
@@ -87,15 +93,38 @@ def address_key(address: IAddress) -> str:
     return "local"
 
 
+def parse_ip(text: str) -> IPAddress | None:
+    """An address as a socket or a proxy writes it (``1.2.3.4``, ``1.2.3.4:567``, ``::1``,
+    ``[::1]:567``), IPv4-mapped IPv6 as IPv4; None for anything else (``unknown``, junk)."""
+    text = text.strip()
+    if text.startswith("["):
+        text, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
+            return None
+    elif text.count(":") == 1:  # IPv4 with a port; IPv6 has at least two colons
+        text, _, port = text.partition(":")
+        if not port.isdigit():
+            return None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 @attrs.frozen
 class Credentials:
     """What one request presented, independent of HTTP library."""
 
-    peer: str  # the throttling key: the socket peer, or the client a local proxy names
+    peer: str  # the socket peer's host ("local" for a UNIX socket): the client cannot forge it
     local: bool  # loopback TCP or a UNIX socket
     forwarded: bool  # relayed by a proxy
     same_machine: bool  # Host (and Origin, if any) name this machine: no DNS rebinding
     token: str | None  # "" when a credential was presented but empty or not Bearer
+    # X-Forwarded-For entries, left to right, as received: believed only from a trusted proxy.
+    forwarded_for: tuple[str, ...] = ()
 
     @classmethod
     def from_request(
@@ -114,16 +143,14 @@ class Credentials:
         forwarded = any(
             name in FORWARDING_HEADERS or name.startswith("x-forwarded-") for name in headers
         )
-        peer = address_key(address)
-        if forwarded and is_local(address):
-            client = (headers.get("x-forwarded-for") or headers.get("x-real-ip") or "").split(",")
-            peer = f"via-proxy:{client[0].strip()}"  # one bucket per relayed client
+        forwarded_for = headers.get("x-forwarded-for")
         return cls(
-            peer=peer,
+            peer=address_key(address),
             local=is_local(address),
             forwarded=forwarded,
             same_machine=_names_this_machine(headers.get("host"), headers.get("origin")),
             token=token,
+            forwarded_for=() if forwarded_for is None else tuple(forwarded_for.split(",")),
         )
 
     @property
@@ -187,13 +214,43 @@ class Authenticator:
         trust_loopback: bool,
         clock: IReactorTime,
         bus: EventBus | None = None,
+        *,
+        trusted_proxies: Iterable[IPNetwork] = (),
     ) -> None:
-        """Every failure is an :class:`AuthFailed` event on ``bus`` (logged, counted)."""
+        """Every failure is an :class:`AuthFailed` event on ``bus`` (logged, counted).
+        ``trusted_proxies``: whose ``X-Forwarded-For`` is believed (``auth.trusted_proxies``)."""
         self._token = token
         self.trust_loopback = trust_loopback
         self.clock = clock
         self.bus = bus
+        self.trusted_proxies = tuple(trusted_proxies)
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def address(self, credentials: Credentials) -> str:
+        """The address failures are counted by, and logged as.
+
+        The socket peer, unless it is a trusted proxy: then the right-most
+        ``X-Forwarded-For`` entry, which that proxy appended, skipping entries that are
+        trusted proxies themselves (a chain). Left of the first untrusted entry is what
+        the client wrote, so it is never read; a missing or garbled entry stops the walk
+        at the last trusted hop, the proxy that passed it on.
+        """
+        hop = parse_ip(credentials.peer)
+        if hop is None:
+            return credentials.peer  # a UNIX socket
+        if not self._is_trusted_proxy(hop):
+            return str(hop)
+        for entry in reversed(credentials.forwarded_for):
+            client = parse_ip(entry)
+            if client is None:
+                break
+            hop = client
+            if not self._is_trusted_proxy(client):
+                break
+        return str(hop)
+
+    def _is_trusted_proxy(self, address: IPAddress) -> bool:
+        return any(address in network for network in self.trusted_proxies)
 
     def check(self, credentials: Credentials, *, anonymous_ok: bool = False) -> Verdict:
         """``anonymous_ok``: a request without a token is a plain REFUSED, not a counted
@@ -201,32 +258,31 @@ class Authenticator:
         now = self.clock.seconds()
         if credentials.token is None and self.trust_loopback and credentials.trusted_local:
             return Verdict.LOOPBACK  # never throttled: nobody can lock the operator out
-        recent = self._recent_failures(credentials.peer, now)
+        address = self.address(credentials)
+        recent = self._recent_failures(address, now)
         if recent is not None and len(recent) >= self.MAX_FAILURES:
-            return self._fail(credentials, Verdict.THROTTLED)
+            return self._fail(address, credentials, Verdict.THROTTLED)
         if credentials.token is not None:
             expected = self._token().encode()
             if credentials.token and hmac.compare_digest(credentials.token.encode(), expected):
                 return Verdict.TOKEN
-            self._record_failure(credentials.peer, now)
-            return self._fail(credentials, Verdict.REFUSED)
+            self._record_failure(address, now)
+            return self._fail(address, credentials, Verdict.REFUSED)
         if anonymous_ok:
             return Verdict.REFUSED
-        self._record_failure(credentials.peer, now)
-        return self._fail(credentials, Verdict.REFUSED)
+        self._record_failure(address, now)
+        return self._fail(address, credentials, Verdict.REFUSED)
 
-    def retry_after(self, peer: str) -> float:
-        """Seconds until the oldest counted failure of ``peer`` leaves the window."""
-        recent = self._failures.get(peer)
+    def retry_after(self, address: str) -> float:
+        """Seconds until the oldest counted failure of ``address`` leaves the window."""
+        recent = self._failures.get(address)
         if not recent:
             return 0.0
         return max(0.0, recent[0] + self.WINDOW - self.clock.seconds())
 
-    def _fail(self, credentials: Credentials, verdict: Verdict) -> Verdict:
+    def _fail(self, address: str, credentials: Credentials, verdict: Verdict) -> Verdict:
         if self.bus is not None:
-            self.bus.emit(
-                AuthFailed(credentials.peer, verdict.value, credentials.token is not None)
-            )
+            self.bus.emit(AuthFailed(address, verdict.value, credentials.token is not None))
         return verdict
 
     def _recent_failures(self, peer: str, now: float) -> deque[float] | None:

@@ -78,17 +78,24 @@ def safe_uri(request: Request) -> str:
 
 
 class PocketAgentSite(Site):
-    """A Site whose access log is a structured debug event with any token redacted."""
+    """A Site whose access log is a structured debug event with any token redacted;
+    ``client`` is the address the server trusts (behind a trusted proxy, the one the
+    proxy appended), ``peer`` the socket's."""
 
     _log = Logger()
+    authenticator: Authenticator | None = None
 
     def log(self, request: Request) -> None:  # type: ignore[override]
+        client = None
+        if self.authenticator is not None:
+            client = self.authenticator.address(request_credentials(request))
         self._log.debug(
             "HTTP request",
             method=request.method.decode("latin-1"),
             uri=redact(safe_uri(request)),
             code=request.code,
             peer=getattr(request.getClientAddress(), "host", None),
+            client=client,
         )
 
 
@@ -99,4 +106,5 @@ def build_site(
     root.putChild(b"ws", WebSocketResource(ws_factory))
     root.putChild(b"health", HealthResource(health, authenticator))
     site = PocketAgentSite(root)
+    site.authenticator = authenticator
     return site

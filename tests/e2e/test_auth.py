@@ -7,11 +7,20 @@ import ssl
 import uuid
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import websocket
 
-from .daemon import FORWARDED_FOR, WS_PROTOCOL, Client, Daemon, https_get, ws_connect
+from .daemon import (
+    FORWARDED_FOR,
+    WS_PROTOCOL,
+    Client,
+    Daemon,
+    DaemonPool,
+    https_get,
+    ws_connect,
+)
 
 HEALTH_KEYS = {
     "status",
@@ -144,3 +153,73 @@ def test_token_never_logged(shared_daemon: Daemon, clients: Callable[..., Client
         json.loads(line)  # JSON lines, as PA_LOG_FORMAT=json asks
     assert token not in server_log
     assert token not in shared_daemon.output()
+
+
+def failure_peers(daemon: Daemon) -> list[str]:
+    """The ``peer`` of every "Authentication failed" line in server.log (flushed per line,
+    and written before the refusal is sent)."""
+    lines = (json.loads(line) for line in (daemon.root / "server.log").read_text().splitlines())
+    return [line["peer"] for line in lines if line.get("msg") == "Authentication failed"]
+
+
+@pytest.mark.e2e
+def test_a_new_forwarded_for_each_try_is_throttled(
+    daemons: DaemonPool, root: Path, home: Path, clients: Callable[..., Client]
+) -> None:
+    """The attack: 60 wrong tokens from one peer, each with another X-Forwarded-For. The
+    peer is no trusted proxy (the default), so the header is the client's own text: all
+    60 count for 127.0.0.1, and the 11th on gets 429, right token or not."""
+    daemon = daemons.start(root, home)
+    wrong = "Authorization: Bearer " + "x" * 43
+    statuses = [
+        refused_status(daemon, headers=[f"X-Forwarded-For: 198.51.{i}.{i}", wrong])
+        for i in range(60)
+    ]
+    assert statuses == [401] * 10 + [429] * 50
+    right = f"Authorization: Bearer {daemon.token}"
+    assert refused_status(daemon, headers=["X-Forwarded-For: 192.0.2.200", right]) == 429
+    assert set(failure_peers(daemon)) == {"127.0.0.1"}
+    # The operator's own loopback script (no proxy header) is never locked out.
+    hello = clients(daemon).hello
+    assert hello is not None
+    assert hello["data"]["authenticated_as"] == "loopback"
+
+
+@pytest.mark.e2e
+def test_behind_a_trusted_proxy_the_address_it_appended_is_counted(
+    daemons: DaemonPool, root: Path, home: Path, clients: Callable[..., Client]
+) -> None:
+    """``trusted_proxies: ["127.0.0.1"]``, requests shaped like nginx's
+    ``$proxy_add_x_forwarded_for``: the client's text, then the address nginx saw. Only
+    that last address is counted and logged; the addresses the attacker wrote, the
+    victim among them, are not locked out."""
+    (root / "config.yaml").write_text('auth:\n  trusted_proxies: ["127.0.0.1"]\n')
+    daemon = daemons.start(root, home)
+    wrong = "Authorization: Bearer " + "x" * 43
+    victim = "198.51.100.7"
+    written = [victim] + [f"10.9.{i}.1" for i in range(59)]
+    statuses = [
+        refused_status(daemon, headers=[f"X-Forwarded-For: {w}, 203.0.113.66", wrong])
+        for w in written
+    ]
+    assert statuses == [401] * 10 + [429] * 50
+    assert set(failure_peers(daemon)) == {"203.0.113.66"}
+
+    right = f"Authorization: Bearer {daemon.token}"
+    assert refused_status(daemon, headers=["X-Forwarded-For: 203.0.113.66", right]) == 429
+    port = daemon.port
+    assert port is not None
+    status, _, _ = https_get(
+        port,
+        "/health",
+        daemon.tls_context(),
+        {"X-Forwarded-For": "203.0.113.66", "Authorization": f"Bearer {daemon.token}"},
+    )
+    assert status == 429
+    # The victim the attacker named, through the same proxy: let in with the token.
+    hello = clients(daemon, headers=[f"X-Forwarded-For: {victim}", right]).hello
+    assert hello is not None
+    assert hello["data"]["authenticated_as"] == "token"
+    # A proxied request without a token still needs one, even from the trusted proxy.
+    assert refused_status(daemon, headers=[f"X-Forwarded-For: {victim}"]) == 401
+    assert failure_peers(daemon)[-1] == victim
