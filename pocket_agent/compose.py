@@ -29,6 +29,7 @@ from .core.events import EventBus
 from .core.hub import Hub
 from .core.pathpolicy import PathPolicy
 from .core.registry import ProjectRegistry
+from .core.storagewatch import StorageWatch
 from .core.store import ProjectStore
 from .core.workspace import Workspace
 from .errors import StartupError
@@ -128,6 +129,7 @@ def build_app(
     hub = Hub(registry, config.limits.max_connections)
     bus.subscribe(hub)
     bus.subscribe(EventLog())
+    storage = StorageWatch(config.data_dir, reactor, bus)
     executor = Executor(
         config,
         registry,
@@ -138,11 +140,18 @@ def build_app(
         environ=environ,
         setsid=setsid,
         tree_factory=tree_factory,
+        storage=storage,
     )
     claude = ClaudeProbe(reactor, config.claude.binary, environ, probe=probe_versions)
     lock = DataDirLock(config.data_dir / ".lock")
-    health = Health(reactor, config.limits, config.data_dir, lock, hub, executor, claude)
-    authenticator = Authenticator(token, config.auth.trust_loopback, reactor, bus)
+    health = Health(reactor, config.limits, config.data_dir, lock, hub, executor, claude, storage)
+    authenticator = Authenticator(
+        token,
+        config.auth.trust_loopback,
+        reactor,
+        bus,
+        trusted_proxies=config.auth.trusted_proxies,
+    )
     domain = Domain(hub, Workspace(registry, hub, bus), executor, health.report, config.limits)
     ws_factory = PocketAgentFactory(domain, bus, authenticator, config, reactor)
     return App(

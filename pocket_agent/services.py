@@ -96,9 +96,30 @@ class DomainService(Service):
             rebuilt=len(report.rebuilt),
             tmp_removed=report.tmp_removed,
         )
+        try:
+            self._close_crashed_runs()
+        except BaseException:
+            self.lock.release()
+            raise
         self.health.mark_started()
         self.hub.accepting = True
         super().privilegedStartService()
+
+    def _close_crashed_runs(self) -> None:
+        """Runs that a crash cut off: end what they left running and close their
+        history, before any listener opens (see :mod:`pocket_agent.runs.liverun`)."""
+        for crashed in self.executor.close_crashed_runs():
+            swept = crashed.swept
+            self.log.warn(
+                "Closed run {run_id} cut off by a crash of the server:"
+                " {killed} processes left, stopped with {signals}",
+                project_id=crashed.project_id,
+                run_id=crashed.run_id,
+                killed=len(swept.found),
+                signals=", ".join(swept.signals) or "nothing",
+                survivors=list(swept.survivors),
+                recorded=crashed.recorded,
+            )
 
     def stopService(self) -> Deferred[Any]:
         """SPEC §9: close every connection with 1001 and stop every run with the kill
@@ -117,6 +138,7 @@ class DomainService(Service):
         done: Deferred[Any] = DeferredList(waits)
 
         def finish(result: object) -> None:
+            self.executor.storage.stop()
             for timer in timers:
                 if timer.active():
                     timer.cancel()

@@ -182,11 +182,13 @@ class FakeTree:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.pgid = pid
+        self.proc = Path("/nonexistent/proc")  # the fake pids are nobody's
         self.signals: list[tuple[str, int]] = []
         self.left: dict[int, int] = {}
+        self.recorded: dict[int, int] = {}
 
-    def record(self) -> None:
-        pass
+    def record(self) -> bool:
+        return False
 
     def remaining(self) -> dict[int, int]:
         return dict(self.left)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -73,7 +74,8 @@ def finish_ok(harness: Harness, process: FakeProcess) -> None:
 
 def test_command_line_env_and_cwd(harness: Harness) -> None:
     pid, [client] = setup(harness)
-    process, _ = start(harness, client, pid, 'say "hi"')
+    process, replies = start(harness, client, pid, 'say "hi"')
+    run_id = next(r["data"]["run_id"] for r in replies if r["type"] == "execute")
     setsid = harness.app.executor.setsid
     argv = [
         *([setsid] if setsid else []),
@@ -87,7 +89,11 @@ def test_command_line_env_and_cwd(harness: Harness) -> None:
     ]
     assert process.args == argv
     assert process.executable == argv[0]
-    assert process.path == str(harness.home / "app")
+    # claude starts in the directory the server holds open (checked at this run)
+    assert process.path.startswith(f"/proc/{os.getpid()}/fd/")
+    assert os.path.realpath(process.path) == str(harness.home / "app")
+    assert process.env["PWD"] == str(harness.home / "app")
+    assert process.env["POCKET_AGENT_RUN_ID"] == run_id  # marks everything the run starts
     assert process.env["NO_COLOR"] == "1"
     assert process.env["PATH"] == "/usr/bin:/bin"
     assert json.loads(process.stdin) == {
@@ -740,12 +746,16 @@ def test_a_failing_disk_at_start_does_not_leave_the_project_executing(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(history, "append", full)
-    error = [
-        m
-        for m in client.request("execute", project_id=pid, data={"prompt": "x"})
-        if m["type"] == "error"
+    replies = client.request("execute", project_id=pid, request_id="r1", data={"prompt": "x"})
+    # Refused before anything is announced: no "started" that no end would follow. The
+    # reply, and the project's followers (this client too) hear of the storage failure.
+    assert [(m["type"], m.get("request_id")) for m in replies] == [
+        ("error", None),
+        ("error", "r1"),
     ]
-    assert error[0]["data"]["code"] == "INTERNAL_ERROR"
+    assert {m["data"]["code"] for m in replies} == {"STORAGE_ERROR"}
+    assert "No space left on device" in replies[1]["data"]["message"]
+    assert harness.clock.processes == []
     monkeypatch.undo()
     assert harness.app.executor.runs() == []
     assert harness.app.registry.get(pid).status is ProjectStatus.IDLE

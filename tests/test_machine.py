@@ -37,6 +37,7 @@ class Sink:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.results: list[RunResult] = []
+        self.trees_seen = 0
 
     def claude_line(self, message: dict[str, Any], raw: bytes) -> None:
         self.calls.append(("claude", message))
@@ -46,6 +47,9 @@ class Sink:
 
     def session_seen(self, session_id: str) -> None:
         self.calls.append(("session", session_id))
+
+    def processes_seen(self, tree: Any) -> None:
+        self.trees_seen += 1
 
     def finished(self, result: RunResult) -> None:
         self.calls.append(("finished", result))

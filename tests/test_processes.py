@@ -132,3 +132,23 @@ def test_never_signals_group_zero_or_init(tmp_path: Path, pgid: int) -> None:
     tree.record()
     tree.signal_all(signal.SIGTERM)
     assert ("group", pgid, signal.SIGTERM) not in signals.sent
+
+
+def test_a_double_forked_process_is_found_by_the_run_marker(tmp_path: Path) -> None:
+    """Adopted by init (ppid 1) and in its own group: only the environment tells."""
+    proc = fake_proc(
+        tmp_path,
+        {100: ("S", 1, 100, 1), 300: ("S", 1, 300, 9), 301: ("S", 1, 301, 9), 302: ("Z", 1, 1, 9)},
+    )
+    (proc / "300" / "environ").write_bytes(b"HOME=/x\0POCKET_AGENT_RUN_ID=run-1\0")
+    (proc / "301" / "environ").write_bytes(b"POCKET_AGENT_RUN_ID=run-10\0")  # another run
+    (proc / "302" / "environ").write_bytes(b"POCKET_AGENT_RUN_ID=run-1\0")  # a zombie
+    signals = Signals()
+    tree = ProcessTree(100, 100, proc, signals.kill, signals.killpg, marker="run-1")
+    assert tree.record() is True
+    assert tree.record() is False  # nothing new
+    assert tree.recorded == {300: 9}
+    tree.signal_all(signal.SIGTERM)
+    assert ("pid", 300, signal.SIGTERM) in signals.sent
+    assert ("group", 300, signal.SIGTERM) in signals.sent
+    assert all(target != 301 for _, target, _ in signals.sent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pocket_agent.core import errors as domain
+from pocket_agent.core.storagewatch import StorageError
 from pocket_agent.wire.errors import ErrorCode, ProtocolError
 
 ERROR_CODES: dict[type[domain.DomainError], ErrorCode] = {
@@ -14,6 +15,7 @@ ERROR_CODES: dict[type[domain.DomainError], ErrorCode] = {
     domain.LimitReached: ErrorCode.RESOURCE_LIMIT,
     domain.InvalidOption: ErrorCode.INVALID_MESSAGE,
     domain.ClaudeNotFound: ErrorCode.CLAUDE_NOT_FOUND,
+    StorageError: ErrorCode.STORAGE_ERROR,
 }
 
 

@@ -8,9 +8,18 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from pocket_agent.core.events import AuthFailed, Event, SlowConsumerDropped
+from pocket_agent.core.storagewatch import StorageFailed, StorageRecovered
 from pocket_agent.runs.events import RunFinished, RunKilled, RunStarted
 
-_LOGGED = (RunStarted, RunKilled, RunFinished, SlowConsumerDropped, AuthFailed)
+_LOGGED = (
+    RunStarted,
+    RunKilled,
+    RunFinished,
+    SlowConsumerDropped,
+    AuthFailed,
+    StorageFailed,
+    StorageRecovered,
+)
 
 
 class EventLog:
@@ -48,4 +57,14 @@ class EventLog:
                     peer=peer,
                     verdict=verdict,
                     token_presented=token_presented,
+                )
+            case StorageFailed(project_id, reason):
+                self._log.error(
+                    "Cannot write the data directory: {reason}",
+                    project_id=project_id,
+                    reason=reason,
+                )
+            case StorageRecovered(down_for):
+                self._log.info(
+                    "The data directory takes writes again after {down_for}s", down_for=down_for
                 )

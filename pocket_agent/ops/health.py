@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from pocket_agent import __version__
 from pocket_agent.config import Limits
 from pocket_agent.core.hub import Hub
+from pocket_agent.core.storagewatch import StorageWatch
 from pocket_agent.runs.executor import Executor
 from pocket_agent.runs.probe import ClaudeProbe
 from pocket_agent.storage import DataDirLock
@@ -31,6 +32,7 @@ class Health:
         hub: Hub,
         executor: Executor,
         claude: ClaudeProbe,
+        storage: StorageWatch | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits
@@ -39,6 +41,7 @@ class Health:
         self.hub = hub
         self.executor = executor
         self.claude = claude
+        self.storage = storage
         self.started_at = clock.seconds()
 
     def mark_started(self) -> None:
@@ -50,8 +53,13 @@ class Health:
         status = "healthy"
         if not self.lock.held or disk is None:
             status = "unhealthy"
-        elif not claude["available"] or disk["free_bytes"] < LOW_DISK_BYTES:
+        elif (
+            not claude["available"]
+            or disk["free_bytes"] < LOW_DISK_BYTES
+            or (self.storage is not None and not self.storage.ok)
+        ):
             status = "degraded"
+        storage_error = self.storage.reason if self.storage is not None else None
         limits = self.limits
         return {
             "status": status,
@@ -65,6 +73,7 @@ class Health:
                 "max": limits.max_concurrent_executions,
             },
             "disk": disk or {"free_bytes": None, "used_percent": None},
+            "storage": {"writable": storage_error is None, "error": storage_error},
             "timestamp": rfc3339(datetime.fromtimestamp(time.time(), UTC)),
         }
 

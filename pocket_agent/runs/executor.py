@@ -13,20 +13,25 @@ observer: the hub hands it to each follower in seq order.
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
+import attrs
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
 from pocket_agent.config import Config
-from pocket_agent.core.errors import LimitReached
+from pocket_agent.core.errors import LimitReached, PathRefused
 from pocket_agent.core.events import Answered, Cause, EventBus, ProjectChanged, RecordAppended
 from pocket_agent.core.hub import Hub
 from pocket_agent.core.projects import Project
 from pocket_agent.core.registry import ProjectRegistry
+from pocket_agent.core.storagewatch import StorageWatch, describe
+from pocket_agent.history import Query, Record
 
 from .command import apply_policy, build_argv, build_env, find_binary, printable_argv
 from .events import (
@@ -39,13 +44,16 @@ from .events import (
     SessionReset,
     SessionResetAnswer,
 )
+from .liverun import LiveRun, LiveRunFile, SweepResult, boot_id, sweep
 from .machine import Run
 from .options import RunOptions
 from .outcome import Outcome, RunResult, StopReason
 from .runcore import RunCore, Timeouts
-from .tree import ProcessTree
+from .tree import MARKER, ProcessTree, read_stat
+from .workdir import WorkDir, open_workdir
 
 TreeFactory = Callable[[int], ProcessTree]
+SERVER_CRASH = "server_crash"
 
 
 class Executor:
@@ -62,8 +70,10 @@ class Executor:
         environ: dict[str, str],
         setsid: str | None,
         tree_factory: TreeFactory | None = None,
+        storage: StorageWatch | None = None,
     ) -> None:
         self.config = config
+        self.storage = storage or StorageWatch(config.data_dir, clock, bus)
         self.registry = registry
         self.hub = hub
         self.bus = bus
@@ -85,9 +95,11 @@ class Executor:
     # ------------------------------------------------------------------ commands
 
     def execute(self, cause: Cause, project_id: str, prompt: str, options: RunOptions) -> None:
-        """Start a run. Everything is checked before anything changes; then the project
-        goes EXECUTING, the requester is answered (and follows the project from then on,
-        joined before or not), and the Records begin."""
+        """Start a run. Everything that can refuse it is checked, and the run's first
+        Records are on disk, before anything is announced; then the project goes
+        EXECUTING, the requester is answered (and follows the project from then on,
+        joined before or not), and the Records go out. From the answer on, the run
+        machine owes an ``execution_finished``, whatever happens."""
         project = self.registry.get(project_id)
         project.ensure_idle()
         limit = self.config.limits.max_concurrent_executions
@@ -100,17 +112,26 @@ class Executor:
             options, claude.allow_dangerous_options, self.registry.policy.resolve
         )
         binary = find_binary(claude.binary, self.environ.get("PATH"))
+        workdir = self._open_workdir(project)
         run_id = str(uuid.uuid4())
         argv = build_argv(binary, claude, options, project.session_id)
+        env = build_env(claude, self.environ)
+        env[MARKER] = run_id  # inherited by everything the run starts (see runs.tree)
+        env["PWD"] = str(project.path)
+        recorder = RunRecorder(self, project, run_id, workdir)
+        try:
+            first = self._begin(project, recorder, prompt, options, argv)
+        except BaseException:
+            workdir.close()
+            raise
         timeouts = self.config.timeouts
-        recorder = RunRecorder(self, project, run_id)
         run = Run(
             RunCore(
                 run_id,
                 prompt,
                 argv,
-                build_env(claude, self.environ),
-                project.path,
+                env,
+                workdir.spawn_path,
                 self.clock,
                 self.spawner,
                 # A zero grace would never arm the escalation; a tenth of a second still
@@ -122,29 +143,72 @@ class Executor:
             )
         )
         project.run = run
+        self.hub.follow(cause.connection_id, project_id)
+        self.bus.emit(ProjectChanged(self.hub.snapshot(project)))
+        self.bus.emit(Answered(cause, RunAccepted(project_id, run_id)))
+        for record in first:
+            recorder.publish(record)
+        self.bus.emit(RunStarted(project_id, run_id, project.session_id))
         try:
-            self.hub.follow(cause.connection_id, project_id)
+            run.start()
+        except Exception:
+            # A bug, not a claude failure: the run still ends, and says so.
+            self.log.failure("Starting run {run_id} failed", run_id=run_id, project_id=project_id)
+            if not run.finished:
+                run.core.spawn_error = run.core.spawn_error or "the run could not be started"
+                run.force_finish()
+
+    def _open_workdir(self, project: Project) -> WorkDir:
+        """The project directory, still the one it was created as; else ERROR."""
+        try:
+            return open_workdir(project.path, self.registry.policy.resolve)
+        except PathRefused as e:
+            project.error_details = e.message
+            try:
+                self.registry.save(project)
+            except OSError as oe:
+                self.storage.failed(project.id, oe)
+            self.bus.emit(ProjectChanged(self.hub.snapshot(project)))
+            raise
+
+    def _begin(
+        self,
+        project: Project,
+        recorder: RunRecorder,
+        prompt: str,
+        options: RunOptions,
+        argv: list[str],
+    ) -> list[Record]:
+        """The durable start of a run: the live-run file (what a crash must clean up),
+        the metadata, the prompt and ``execution_started``. A failed write refuses the
+        run with STORAGE_ERROR; a Record already written is still published."""
+        previous = (project.error_details, project.last_active)
+        written: list[Record] = []
+        try:
+            recorder.live.write(LiveRun(recorder.run_id or "", self.clock.seconds(), boot_id()))
             project.error_details = None
             project.last_active = self.registry.now()
             self.registry.save(project)
-            self.bus.emit(ProjectChanged(self.hub.snapshot(project)))
-            self.bus.emit(Answered(cause, RunAccepted(project_id, run_id)))
             prompt_record = {
                 "type": "user_prompt",
                 "prompt": prompt,
                 "options": options.to_record(),
             }
-            recorder.record("client", prompt_record)
-            started = {"type": "execution_started", "run_id": run_id, "cwd": str(project.path)}
-            recorder.record("server", {**started, "argv": printable_argv(argv)})
-            self.bus.emit(RunStarted(project_id, run_id, project.session_id))
-            run.start()
-        except Exception:
-            # A bug or a full disk, not a claude failure: leave the project usable.
-            if run.core.transport is None and not run.finished:
-                project.run = None
-                self.bus.emit(ProjectChanged(self.hub.snapshot(project)))
-            raise
+            written.append(recorder.store("client", prompt_record))
+            started = {
+                "type": "execution_started",
+                "run_id": recorder.run_id,
+                "cwd": str(project.path),
+                "argv": printable_argv(argv),
+            }
+            written.append(recorder.store("server", started))
+        except OSError as e:
+            project.error_details, project.last_active = previous
+            recorder.live.remove_quietly()
+            for record in written:
+                recorder.publish(record)
+            raise self.storage.failed(project.id, e) from None
+        return written
 
     def kill(self, cause: Cause, project_id: str) -> None:
         """Answered ``killed`` when a run is stopping (now or already), ``idle`` when there
@@ -161,18 +225,24 @@ class Executor:
         self.bus.emit(Answered(cause, KillAnswer(project_id, "killed")))
         if accepted:
             data = {"type": "process_killed", "run_id": run.run_id}
-            RunRecorder(self, project, run.run_id).record("server", data)
+            cast(RunRecorder, run.core.sink).server_event(data)
             self.bus.emit(RunKilled(project_id, run.run_id))
 
     def new_session(self, cause: Cause, project_id: str) -> None:
         """The next run starts a new Claude session instead of resuming."""
         project = self.registry.get(project_id)
         project.ensure_idle()
-        old, project.session_id = project.session_id, None
-        self.registry.save(project)
-        self.bus.emit(Answered(cause, SessionResetAnswer(project_id, old)))
+        old = project.session_id
         data = {"type": "session_reset", "old_session_id": old}
-        RunRecorder(self, project, None).record("server", data)
+        try:
+            project.session_id = None
+            self.registry.save(project)
+            record = RunRecorder(self, project, None).store("server", data)
+        except OSError as e:
+            project.session_id = old
+            raise self.storage.failed(project.id, e) from None
+        self.bus.emit(Answered(cause, SessionResetAnswer(project_id, old)))
+        RunRecorder(self, project, None).publish(record)
         self.bus.emit(SessionReset(project_id, old))
         self.bus.emit(ProjectChanged(self.hub.snapshot(project)))
 
@@ -207,13 +277,71 @@ class Executor:
         self._waiting.setdefault(project_id, []).append(d)
         return d
 
+    # ------------------------------------------------------------------ start-up
+
+    def close_crashed_runs(self, wait: Callable[[float], None] = time.sleep) -> list[CrashedRun]:
+        """Before listening: end what runs cut off by a crash left running (the §5
+        escalation) and give each its ``execution_finished`` (killed, server_crash)."""
+        closed = []
+        grace = max(self.config.timeouts.kill_grace, 0.1)
+        for project in self.registry.all():
+            live_file = LiveRunFile(self.registry.store.project_dir(project.id))
+            live = live_file.read()
+            if live is None:
+                continue
+            swept = sweep(live, grace, wait=wait)
+            recorded = False
+            if live.run_id and not self._has_ended(project, live.run_id):
+                result = RunResult(
+                    run_id=live.run_id,
+                    outcome=Outcome.KILLED,
+                    exit_code=None,
+                    signal=None,
+                    duration_ms=max(0, int((self.clock.seconds() - live.started_at) * 1000)),
+                    cost_usd=None,
+                    session_id=project.session_id,
+                    error="the server stopped without ending this run",
+                    reason=SERVER_CRASH,
+                )
+                recorder = RunRecorder(self, project, live.run_id)
+                recorder.publish(
+                    recorder.store("server", {"type": "execution_finished", **result.as_record()})
+                )
+                self.registry.history(project.id).sync()
+                recorded = True
+            live_file.remove()
+            closed.append(CrashedRun(project.id, live.run_id, swept, recorded))
+        return closed
+
+    def _has_ended(self, project: Project, run_id: str) -> bool:
+        """Nothing is recorded after a run's end, so its end is the last Record if any."""
+        page = self.registry.history(project.id).query(Query(limit=1))
+        if not page.lines:
+            return False
+        message = json.loads(page.lines[-1]).get("message", {})
+        return bool(
+            message.get("type") == "execution_finished" and message.get("run_id") == run_id
+        )
+
     # -------------------------------------------------------------- from a run
 
-    def run_finished(self, project: Project, result: RunResult) -> None:
+    def storage_failed(self, recorder: RunRecorder, error: OSError) -> None:
+        """A run's Record could not be written: the run stops (SPEC §5 escalation) and
+        fails; its followers and the log hear of it once."""
+        project = recorder.project
+        self.storage.failed(project.id, error)
+        run = cast(Run | None, project.run)
+        if run is None or run.run_id != recorder.run_id or run.core.storage_error is not None:
+            return
+        run.core.storage_error = f"the history of this run could not be written: {describe(error)}"
+        run.stop(StopReason.STORAGE)
+
+    def run_finished(self, project: Project, result: RunResult, recorder: RunRecorder) -> None:
         """Record and announce the end; whatever fails here (a full disk), the project
-        leaves EXECUTING and anyone waiting for the run hears of its end."""
+        leaves EXECUTING, its followers hear of the end, and anyone waiting for the run
+        hears of it too."""
         try:
-            self._report_end(project, result)
+            self._report_end(project, result, recorder)
         finally:
             if project.run is not None and project.run.run_id == result.run_id:
                 project.run = None
@@ -221,32 +349,99 @@ class Executor:
             for d in self._waiting.pop(project.id, []):
                 d.callback(None)
 
-    def _report_end(self, project: Project, result: RunResult) -> None:
-        recorder = RunRecorder(self, project, result.run_id)
-        recorder.record("server", {"type": "execution_finished", **result.as_record()})
+    def _report_end(self, project: Project, result: RunResult, recorder: RunRecorder) -> None:
+        end = {"type": "execution_finished", **result.as_record()}
+        try:
+            record: Record | None = recorder.store("server", end)
+        except OSError as e:
+            record = None
+            self.storage.failed(project.id, e)
+            self.storage.later(f"end:{project.id}", lambda: recorder.finish_later(end))
+        if record is not None:
+            recorder.publish(record)
         self.bus.emit(RunFinished(project.id, result))
         failed = result.outcome in (Outcome.FAILED, Outcome.TIMEOUT)
         project.error_details = (result.error or str(result.outcome)) if failed else None
+        if recorder.lost:
+            project.error_details = (
+                f"{result.error or 'the history could not be written'}; "
+                f"{recorder.lost} records of this run were not stored"
+            )
         project.last_active = self.registry.now()
         project.run = None
+        recorder.close()
         self.bus.emit(ProjectChanged(self.hub.snapshot(project)))
-        self.registry.save(project)
-        self.registry.history(project.id).sync()
+        try:
+            self.registry.save(project)
+            if record is not None:
+                self.registry.history(project.id).sync()
+                recorder.live.remove()
+        except OSError as e:
+            self.storage.failed(project.id, e)
+
+
+@attrs.frozen
+class CrashedRun:
+    """A run that a crash of the server cut off, as start-up found it."""
+
+    project_id: str
+    run_id: str
+    swept: SweepResult
+    recorded: bool  # its execution_finished was written now (not found already)
 
 
 class RunRecorder:
-    """A run's output as Records: history first, then the event that fans it out."""
+    """A run's output as Records: history first, then the event that fans it out.
 
-    def __init__(self, executor: Executor, project: Project, run_id: str | None) -> None:
+    After a failed write the run is stopping (see :meth:`Executor.storage_failed`):
+    later lines are counted as lost instead of being tried one by one."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        project: Project,
+        run_id: str | None,
+        workdir: WorkDir | None = None,
+    ) -> None:
         self.executor = executor
         self.project = project
         self.run_id = run_id
+        self.workdir = workdir
+        self.live = LiveRunFile(executor.registry.store.project_dir(project.id))
+        self.live_run: LiveRun | None = None
+        self.lost = 0
 
-    def record(self, direction: str, message: dict[str, Any], raw: bytes | None = None) -> None:
-        history = self.executor.registry.history(self.project.id)
-        record = history.append(self.run_id, direction, message, raw)
+    def store(self, direction: str, message: dict[str, Any], raw: bytes | None = None) -> Record:
+        """Written (flushed to the OS), not yet announced; OSError when the disk says no."""
+        return self.executor.registry.history(self.project.id).append(
+            self.run_id, direction, message, raw
+        )
+
+    def publish(self, record: Record) -> None:
         self.project.last_seq = record.seq
         self.executor.bus.emit(RecordAppended(self.project.id, record))
+
+    def record(self, direction: str, message: dict[str, Any], raw: bytes | None = None) -> None:
+        if self.lost:
+            self.lost += 1
+            return
+        try:
+            record = self.store(direction, message, raw)
+        except OSError as e:
+            self.lost += 1
+            self.executor.storage_failed(self, e)
+            return
+        self.publish(record)
+
+    def finish_later(self, end: dict[str, Any]) -> None:
+        """The storage watch's retry of an end that could not be written at the time."""
+        self.publish(self.store("server", end))
+        self.executor.registry.history(self.project.id).sync()
+        self.live.remove()
+
+    def close(self) -> None:
+        if self.workdir is not None:
+            self.workdir.close()
 
     # RunSink --------------------------------------------------------------------
 
@@ -272,8 +467,25 @@ class RunRecorder:
         if session_id == project.session_id:
             return
         project.session_id = session_id
-        self.executor.registry.save(project)
+        try:
+            self.executor.registry.save(project)
+        except OSError as e:
+            self.executor.storage_failed(self, e)
         self.executor.bus.emit(SessionChanged(project.id, session_id))
 
+    def processes_seen(self, tree: ProcessTree) -> None:
+        """Crash-proof what the run started: rewrite the live-run file."""
+        if self.live_run is None:
+            stat = read_stat(tree.pid, tree.proc)
+            self.live_run = LiveRun(
+                self.run_id or "", self.executor.clock.seconds(), boot_id()
+            ).with_tree(tree, stat.starttime if stat else None)
+        else:
+            self.live_run = self.live_run.with_tree(tree, self.live_run.starttime)
+        try:
+            self.live.write(self.live_run)
+        except OSError as e:
+            self.executor.storage_failed(self, e)
+
     def finished(self, result: RunResult) -> None:
-        self.executor.run_finished(self.project, result)
+        self.executor.run_finished(self.project, result, self)

@@ -21,6 +21,7 @@ class StopReason(enum.StrEnum):
     NO_OUTPUT = "no_output"  # timeouts.no_output
     SHUTDOWN = "shutdown"
     LINGERING = "lingering"  # printed its result but did not exit
+    STORAGE = "storage"  # its Records could not be written (a full disk)
 
 
 @attrs.frozen

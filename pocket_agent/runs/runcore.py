@@ -47,6 +47,9 @@ class RunSink(Protocol):
 
     def session_seen(self, session_id: str) -> None: ...
 
+    def processes_seen(self, tree: ProcessTree) -> None:
+        """Claude was spawned, or a new descendant was recorded (crash-proof it)."""
+
     def finished(self, result: RunResult) -> None: ...
 
 
@@ -74,7 +77,7 @@ class RunCore:
         prompt: str,
         argv: list[str],
         env: dict[str, str],
-        cwd: Path,
+        cwd: str | Path,
         clock: IReactorTime,
         spawner: IReactorProcess,
         timeouts: Timeouts,
@@ -93,7 +96,7 @@ class RunCore:
         self.sink = sink
         self.setsid = setsid
         # setsid makes claude the leader of a new session and group: pgid == pid.
-        self.tree_factory = tree_factory or (lambda pid: ProcessTree(pid, pid))
+        self.tree_factory = tree_factory or (lambda pid: ProcessTree(pid, pid, marker=run_id))
         self.started_at = clock.seconds()
         self.transport: IProcessTransport | None = None
         self.tree: ProcessTree | None = None
@@ -101,6 +104,7 @@ class RunCore:
         self.session_id: str | None = None
         self.result_line: dict[str, Any] | None = None
         self.spawn_error: str | None = None
+        self.storage_error: str | None = None  # its Records could not all be written
         self.exit: Exit | None = None
         self.stop: StopInfo | None = None
         self.output_is_closed = False
@@ -124,10 +128,17 @@ class RunCore:
         self.stdin = StdinChannel(transport)
         assert transport.pid is not None
         self.tree = self.tree_factory(transport.pid)
+        self.tree.record()
+        self.sink.processes_seen(self.tree)
+
+    def record_tree(self) -> None:
+        assert self.tree is not None
+        if self.tree.record():
+            self.sink.processes_seen(self.tree)
 
     def start_scanning(self) -> None:
         assert self.tree is not None
-        self._scanner = LoopingCall(self.tree.record)
+        self._scanner = LoopingCall(self.record_tree)
         self._scanner.clock = self.clock
         self._scanner.start(SCAN_INTERVAL, now=False)
 
@@ -137,13 +148,13 @@ class RunCore:
 
     def signal_leader(self, signum: int) -> None:
         assert self.tree is not None
-        self.tree.record()
+        self.record_tree()
         self.tree.signal_leader(signum)
 
     def signal_all(self, signum: int) -> None:
         assert self.tree is not None
         if self.exit is None:
-            self.tree.record()
+            self.record_tree()
         self.tree.signal_all(signum)
 
     def later(self, delay: float, fn: Callable[..., None], *args: Any) -> IDelayedCall:
@@ -231,6 +242,11 @@ class RunCore:
     def decide(self) -> RunResult:
         if self.spawn_error is not None:
             return self._result(Outcome.FAILED, error=self.spawn_error, spawn_failed=True)
+        if self.storage_error is not None:
+            # Whatever claude said, the history of this run is incomplete.
+            return self._result(
+                Outcome.FAILED, error=self.storage_error, reason=str(StopReason.STORAGE)
+            )
         status = self.exit or Exit(None, None)
         stop, result = self.stop, self.result_line
         if result is not None and stop is not None and stop.after_result:

@@ -5,6 +5,11 @@ A process group is not enough: the real CLI starts its Bash tool's shells with
 them running. We record the run's descendants by walking ``/proc/*/stat`` parent
 links from the claude pid, before and during each kill step, and signal each
 recorded process's group as well as the process itself.
+
+Parent links break when a process double-forks (its parent exits and it is adopted
+by init), so claude is also started with :data:`MARKER` ``=<run id>`` in its
+environment, which every descendant inherits unless it clears its environment:
+``/proc/<pid>/environ`` finds them wherever they went, also after a server crash.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 import attrs
 
 PROC = Path("/proc")
+MARKER = "POCKET_AGENT_RUN_ID"
 
 
 @attrs.frozen
@@ -72,6 +78,22 @@ def descendants(root: int, proc: Path = PROC) -> dict[int, ProcStat]:
     return found
 
 
+def marked(run_id: str, proc: Path = PROC) -> dict[int, ProcStat]:
+    """Live processes whose environment carries this run's :data:`MARKER`."""
+    needle = f"{MARKER}={run_id}".encode()
+    found = {}
+    for pid, stat in _all_stats(proc).items():
+        if stat.state == "Z":
+            continue
+        try:
+            environ = (proc / str(pid) / "environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        if needle in environ.split(b"\0"):
+            found[pid] = stat
+    return found
+
+
 def group_members(pgid: int, proc: Path = PROC) -> dict[int, ProcStat]:
     """Live (not zombie) processes of a process group."""
     return {
@@ -102,21 +124,30 @@ class ProcessTree:
         proc: Path = PROC,
         kill: Callable[[int, int], None] = os.kill,
         killpg: Callable[[int, int], None] = os.killpg,
+        marker: str | None = None,
     ) -> None:
+        """``marker``: the run id claude's environment carries (see :data:`MARKER`)."""
         self.pid = pid
         self.pgid = pgid
         self.proc = proc
         self.kill = kill
         self.killpg = killpg
+        self.marker = marker
         self.leader_gone = False
         self.recorded: dict[int, int] = {}  # pid -> start time
 
-    def record(self) -> None:
-        """Add the current descendants; those already recorded stay recorded."""
-        if self.leader_gone:
-            return  # its pid may belong to somebody else now
-        for pid, stat in descendants(self.pid, self.proc).items():
-            self.recorded.setdefault(pid, stat.starttime)
+    def record(self) -> bool:
+        """Add the current descendants and marked processes; those already recorded
+        stay recorded. True when something new was recorded."""
+        before = len(self.recorded)
+        if not self.leader_gone:  # else its pid may belong to somebody else now
+            for pid, stat in descendants(self.pid, self.proc).items():
+                self.recorded.setdefault(pid, stat.starttime)
+        if self.marker is not None:
+            for pid, stat in marked(self.marker, self.proc).items():
+                if pid != self.pid:
+                    self.recorded.setdefault(pid, stat.starttime)
+        return len(self.recorded) != before
 
     def remaining(self) -> dict[int, int]:
         """``{pid: current pgid}`` of recorded processes still alive (the same ones),
@@ -126,9 +157,11 @@ class ProcessTree:
             stat = read_stat(pid, self.proc)
             if stat is not None and stat.state != "Z" and stat.starttime == starttime:
                 left[pid] = stat.pgid
-        for pid, stat in group_members(self.pgid, self.proc).items():
-            left.setdefault(pid, stat.pgid)
+        if self.pgid != os.getpgrp():  # claude leads its own group; never ours
+            for pid, stat in group_members(self.pgid, self.proc).items():
+                left.setdefault(pid, stat.pgid)
         left.pop(self.pid, None)
+        left.pop(os.getpid(), None)
         return left
 
     def survivors(self) -> dict[int, int]:

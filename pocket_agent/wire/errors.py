@@ -18,6 +18,7 @@ class ErrorCode(enum.StrEnum):
     CLAUDE_NOT_FOUND = "CLAUDE_NOT_FOUND"
     PROCESS_ACTIVE = "PROCESS_ACTIVE"
     RESOURCE_LIMIT = "RESOURCE_LIMIT"
+    STORAGE_ERROR = "STORAGE_ERROR"  # the data directory refuses writes (a full disk)
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 

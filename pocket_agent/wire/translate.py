@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pocket_agent.core import events as ev
+from pocket_agent.core import storagewatch as sw
 from pocket_agent.runs import events as rev
 from pocket_agent.runs.outcome import Outcome, RunResult
 
@@ -55,6 +56,15 @@ def run_finished_frames(project_id: str, result: RunResult) -> list[m.Outbound]:
     return frames
 
 
+def storage_failed_frame(event: sw.StorageFailed) -> m.Outbound:
+    error = ProtocolError(
+        ErrorCode.STORAGE_ERROR,
+        f"the server cannot write this project's history: {event.reason}",
+        {"reason": event.reason},
+    )
+    return m.ErrorMessage.of(error, project_id=event.project_id)
+
+
 _last: tuple[object, list[m.Outbound]] = (None, [])
 
 _FRAMES: dict[type[Any], Callable[[Any], list[m.Outbound]]] = {
@@ -67,6 +77,7 @@ _FRAMES: dict[type[Any], Callable[[Any], list[m.Outbound]]] = {
     rev.SessionReset: lambda e: [m.SessionReset(e.old_session_id, project_id=e.project_id)],
     rev.RunKilled: lambda e: [m.ProcessKilled(e.run_id, project_id=e.project_id)],
     rev.RunFinished: lambda e: run_finished_frames(e.project_id, e.result),
+    sw.StorageFailed: lambda e: [storage_failed_frame(e)],
 }
 
 _ANSWERS: dict[type[Any], Callable[[Any], m.Outbound]] = {
