@@ -28,6 +28,7 @@ from pocket_agent.core.registry import ProjectRegistry
 from pocket_agent.net.listeners import ListenerService, describe_address
 from pocket_agent.net.tls import ReloadableServerOptions, TLSError
 from pocket_agent.ops.health import Health
+from pocket_agent.ops.logs import LogService
 from pocket_agent.runs.executor import Executor
 from pocket_agent.runs.probe import ClaudeProbe
 from pocket_agent.storage import DataDirLock
@@ -177,6 +178,9 @@ class PocketAgentService(MultiService):
         except BaseException:
             if self.domain is not None:
                 self.domain.lock.release()  # a failed start leaves no stale lock behind
+            for child in self:
+                if isinstance(child, LogService):
+                    child.detach()
             raise
 
     def reload(self) -> None:

@@ -98,6 +98,7 @@ def test_log_service_writes_json_lines_filtered_by_level(tmp_path: Path) -> None
 def test_log_service_text_to_a_stream(tmp_path: Path) -> None:
     stream = io.StringIO()
     service = LogService("warn", "text", None, extra_stream=stream)
+    service.privilegedStartService()
     service.startService()
     try:
         Logger().info("quiet")
@@ -107,6 +108,19 @@ def test_log_service_text_to_a_stream(tmp_path: Path) -> None:
     assert stream.getvalue().count("\n") == 1
     assert "WARN  Loud peer=1.2.3.4" in stream.getvalue()
     assert globalLogPublisher  # observers were removed: nothing else to check
+
+
+def test_start_up_is_logged_to_the_file_before_start_service(tmp_path: Path) -> None:
+    """Recovery and the sweep of a crashed server's runs happen in the other services'
+    privilegedStartService, before any startService: they must reach server.log."""
+    service = LogService("info", "json", tmp_path / "server.log")
+    service.privilegedStartService()
+    try:
+        Logger().warn("Closed run {run_id} cut off by a crash", run_id="r1")
+    finally:
+        service.stopService()
+    [line] = (tmp_path / "server.log").read_text().splitlines()
+    assert json.loads(line)["msg"] == "Closed run r1 cut off by a crash"
 
 
 def test_an_unwritable_log_file_ends_start_up_with_one_line(tmp_path: Path) -> None:

@@ -145,14 +145,14 @@ class LogService(Service):
                     f"logging.file: cannot open {self.path}: {e.strerror}"
                 ) from None
             self._files.append(logfile)
-        super().privilegedStartService()
-
-    def startService(self) -> None:
+        # Observe from here, not from startService: start-up itself (recovery, the
+        # sweep of a crashed server's runs) happens before startService and must be in
+        # server.log too.
         for logfile in self._files:
             self._observe(LineObserver(logfile, self.formatter))
         if self.extra_stream is not None:
             self._observe(LineObserver(self.extra_stream, text_line))
-        super().startService()
+        super().privilegedStartService()
 
     def _observe(self, observer: ILogObserver) -> None:
         filtered = FilteringLogObserver(observer, [self.predicate])
@@ -161,6 +161,10 @@ class LogService(Service):
 
     def stopService(self) -> None:
         super().stopService()
+        self.detach()
+
+    def detach(self) -> None:
+        """Stop logging to the file (also after a start-up that failed half-way)."""
         for observer in self._observers:
             globalLogPublisher.removeObserver(observer)
         for logfile in self._files:
