@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from pocket_agent.config import LogRotation
-from pocket_agent.history import CURRENT, INDEX, History, Query
+from pocket_agent.history import CURRENT, INDEX, History, Query, Repair, encode_record
 from pocket_agent.history.segments import CHUNK_RECORDS
 
 DIRECTIONS = ("client", "claude", "server")
@@ -621,3 +623,308 @@ def test_timestamps_never_go_back(tmp_path: Path) -> None:
     clock.rightNow = 10  # the wall clock steps back
     second = history.append(None, "server", {})
     assert second.timestamp >= first.timestamp
+
+
+# ------------------------------------------------- files in logs/ that are not history
+
+
+def seed_repair_loop(logs: Path) -> list[Path]:
+    """The seed's "Repair Log Files" loop, ``cp f f.bak; jq -c . < f.bak > f``, on every
+    plain log file; returns the copies it left."""
+    copies = []
+    for f in sorted(logs.glob("messages_*.jsonl")):
+        bak = f.with_name(f.name + ".bak")
+        bak.write_bytes(f.read_bytes())
+        lines = [json.loads(line) for line in bak.read_bytes().splitlines()]
+        f.write_bytes(
+            b"".join(
+                json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                for line in lines
+            )
+        )
+        copies.append(bak)
+    return copies
+
+
+def every_seq(history: History, limit: int = 1000) -> tuple[list[int], list[int]]:
+    """All seqs paged forward (after_seq) and backward (before_seq), oldest first."""
+    forward: list[int] = []
+    after = 0
+    while True:
+        page = history.query(Query(after_seq=after, limit=limit))
+        forward += seqs(page.lines)
+        if not page.has_more:
+            break
+        assert page.last_seq is not None
+        after = page.last_seq
+    backward: list[int] = []
+    before: int | None = None
+    while True:
+        page = history.query(Query(before_seq=before, limit=limit))
+        backward = seqs(page.lines) + backward
+        if not page.has_more:
+            break
+        before = page.first_seq
+    return forward, backward
+
+
+def contents(paths: list[Path]) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in paths}
+
+
+@pytest.mark.parametrize("full_check", [False, True], ids=["start", "repair"])
+def test_the_seeds_bak_copies_are_not_served_again(tmp_path: Path, full_check: bool) -> None:
+    history = make(tmp_path, count=30)
+    fill(history, 91)
+    history.close()
+    logs = tmp_path / "logs"
+    assert len(list(logs.glob("messages_*.jsonl"))) == 4  # three rotated files + current
+    copies = seed_repair_loop(logs)
+    before = contents(copies)
+    again = History(
+        logs,
+        Clock(),
+        LogRotation(size=10**9, count=30, compress=False, max_age=0),
+        tmp_path / "corrupted",
+    )
+    again.open(full_check=full_check)
+    forward, backward = every_seq(again)
+    assert forward == backward == list(range(1, 92))
+    assert seqs(list(again.iter_all())) == list(range(1, 92))
+    assert again.last_seq == 91
+    assert again.append(None, "server", {}).seq == 92
+    assert contents(copies) == before
+    assert not again.repair.invalid_lines
+
+
+def test_compression_leaves_operator_files_byte_identical(tmp_path: Path) -> None:
+    history = make(tmp_path, count=10, compress=True)
+    fill(history, 25)
+    history.close()
+    logs = tmp_path / "logs"
+    current = (logs / CURRENT).read_bytes()
+    rotated = sorted(logs.glob("messages_*.jsonl.gz"))
+    plain = gzip.decompress(rotated[0].read_bytes())
+    foreign = {
+        f"{CURRENT}.bak": current,
+        f"{CURRENT}.corrupted": current + b"not a record\n",
+        rotated[0].name.removesuffix(".gz") + ".bak": plain,
+        rotated[0].name.removesuffix(".gz") + ".corrupted": plain,
+        rotated[1].name + ".bak": rotated[1].read_bytes(),
+    }
+    for name, data in foreign.items():
+        (logs / name).write_bytes(data)
+    again = make(tmp_path, count=10, compress=True)
+    fill(again, 30)  # three more rotations, each compressed
+    again.close()
+    make(tmp_path, count=10, compress=True).close()  # and another start
+    assert {name: (logs / name).read_bytes() for name in foreign} == foreign
+    assert not [p.name for p in logs.iterdir() if p.name.endswith((".bak.gz", ".corrupted.gz"))]
+    assert every_seq(make(tmp_path, count=10, compress=True)) == (
+        list(range(1, 56)),
+        list(range(1, 56)),
+    )
+
+
+def test_each_foreign_file_is_reported_once(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    names = [f"{CURRENT}.bak", "notes.txt"]
+    for name in names:
+        (logs / name).write_bytes(b"")
+    rotation = LogRotation(size=10**9, count=5, compress=True, max_age=0)
+
+    def warned(logged: Sequence[dict[str, Any]]) -> list[str]:
+        found = [e for e in logged if e.get("file") in names]
+        assert all(e["log_level"] == LogLevel.warn for e in found)
+        assert all(e["project_id"] == tmp_path.name for e in found)
+        assert all(e["file"] in formatEvent(e) for e in found)
+        return sorted(e["file"] for e in found)
+
+    history = History(logs, Clock(), rotation, tmp_path / "corrupted")
+    with capturedLogs() as logged:
+        history.open()
+        fill(history, 23)  # four rotations, four compressions
+        history.close()
+        history.open()  # the same history opened again: already reported
+    assert warned(logged) == names
+    assert history.repair.foreign_files == names
+    history.close()
+    restarted = History(logs, Clock(), rotation, tmp_path / "corrupted")
+    with capturedLogs() as logged:
+        restarted.open()
+        fill(restarted, 10)
+    assert warned(logged) == names  # once per start
+    # Reported, not repaired: no "Repaired history" warning at every start because of it.
+    assert restarted.repair == Repair()
+
+
+NOT_HISTORY = [
+    "messages_2026-01-01_00-00-00.jsonl.bak",
+    "messages_foo.jsonl",
+    "messages_current.jsonl.orig",
+    "messages_current.jsonl.gz.bak",
+    "messages_2026-01-01_00-00-00.jsonl~",
+    "messages_2026-01-01_00-00-00.jsonl.gz.orig",
+    "messages_2026-01-01_00-00-00.jsonl.tmp",
+    "messages_2026-01-01_00-00-00.jsonl.gz.gz",
+    "messages_2026-01-01_00-00-00-.jsonl",
+    "messages_2026-01-01_00-00-00-0.jsonl",
+    "messages_2026-1-01_00-00-00.jsonl",
+    "messages_2026-13-01_00-00-00.jsonl",
+    "messages_2026-01-01_00-00-00.JSONL",
+    "messages_2026-01-01 00-00-00.jsonl",
+    "Messages_2026-01-01_00-00-00.jsonl",
+    "messages_٢٠٢٦-01-01_00-00-00.jsonl",
+    ".messages_2026-01-01_00-00-00.jsonl.swp",
+    "messages.jsonl",
+]
+
+
+@pytest.mark.parametrize("name", NOT_HISTORY)
+@pytest.mark.parametrize("full_check", [False, True], ids=["start", "repair"])
+def test_names_close_to_history_names_are_left_alone(
+    tmp_path: Path, name: str, full_check: bool
+) -> None:
+    history = make(tmp_path)
+    fill(history, 3)
+    history.close()
+    logs = tmp_path / "logs"
+    later = encode_record(500, "2026-01-01T00:00:00.000Z", None, "server", b"{}") + b"\n"
+    data = (logs / CURRENT).read_bytes() + later  # records that would show if it were read
+    (logs / name).write_bytes(data)
+    again = History(
+        logs,
+        Clock(),
+        LogRotation(size=10**9, count=10**9, compress=True, max_age=0),
+        tmp_path / "corrupted",
+    )
+    with capturedLogs() as logged:
+        again.open(full_check=full_check)
+    assert again.last_seq == 3
+    assert every_seq(again) == ([1, 2, 3], [1, 2, 3])
+    assert again.repair.foreign_files == [name]
+    assert [e["file"] for e in logged if "file" in e] == [name]
+    fill(again, 2)
+    again.rotate()
+    assert (logs / name).read_bytes() == data
+    assert sorted(p.name for p in logs.iterdir() if name in p.name) == [name]
+    assert name not in (logs / INDEX).read_text()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "messages_2026-01-01_00-00-00.jsonl",
+        "messages_2026-01-01_00-00-00.jsonl.gz",
+        "messages_2026-12-31_23-59-59-2.jsonl",
+        "messages_2026-12-31_23-59-59-12.jsonl.gz",
+        "messages_current.jsonl.gz",
+    ],
+)
+def test_names_fixed_by_the_spec_are_history(tmp_path: Path, name: str) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    data = b"".join(
+        encode_record(seq, "2026-01-01T00:00:00.000Z", None, "server", b"{}") + b"\n"
+        for seq in (1, 2)
+    )
+    (logs / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    history = make(tmp_path)
+    assert every_seq(history) == ([1, 2], [1, 2])
+    assert history.repair.foreign_files == []
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["gzip", "gzip-k"])
+def test_a_gzipped_current_file_is_history_before_the_current_one(
+    tmp_path: Path, keep: bool
+) -> None:
+    """What the seed's cleanup script leaves (``gzip [-k] messages_current.jsonl``)."""
+    history = make(tmp_path, count=10**9, compress=True)
+    fill(history, 20)
+    history.close()
+    logs = tmp_path / "logs"
+    gz = logs / f"{CURRENT}.gz"
+    gz.write_bytes(gzip.compress((logs / CURRENT).read_bytes()))
+    if not keep:
+        (logs / CURRENT).unlink()
+    packed = gz.read_bytes()
+    again = make(tmp_path, count=12, compress=True)
+    assert again.last_seq == 20
+    assert every_seq(again, limit=7) == (list(range(1, 21)), list(range(1, 21)))
+    fill(again, 30)  # rotations, compression
+    again.close()
+    third = make(tmp_path, count=12, compress=True)
+    for limit in (1, 7, 1000):
+        assert every_seq(third, limit) == (list(range(1, 51)), list(range(1, 51)))
+    assert seqs(list(third.iter_all())) == list(range(1, 51))
+    assert gz.read_bytes() == packed  # never renamed, recompressed or rewritten
+    assert gz.name in (logs / INDEX).read_text()
+
+
+def test_a_seq_held_by_two_files_is_served_once(tmp_path: Path) -> None:
+    """Rule: the copy in the file that comes first (by first seq, the current file last)."""
+    history = make(tmp_path, count=30)
+    fill(history, 70)
+    history.close()
+    logs = tmp_path / "logs"
+    lines = list(history.iter_all())
+    # A restored backup under a name of its own, overlapping two rotated files and current.
+    restored = logs / "messages_1969-12-31_23-59-59.jsonl"
+    restored.write_bytes(b"".join(line + b"\n" for line in lines[19:65]))
+    again = make(tmp_path, count=30)
+    assert again.last_seq == 70
+    for limit in (1, 3, 10, 25, 46, 1000):
+        assert every_seq(again, limit) == (list(range(1, 71)), list(range(1, 71)))
+    assert seqs(again.query(Query(after_seq=15, before_seq=50, limit=1000)).lines) == list(
+        range(16, 50)
+    )
+    assert seqs(again.query(Query(after_seq=0, limit=1000)).lines) == list(range(1, 71))
+    assert seqs(list(again.iter_all())) == list(range(1, 71))
+    assert again.append(None, "server", {}).seq == 71
+
+
+def test_a_file_rewritten_in_place_is_indexed_again(tmp_path: Path) -> None:
+    """``jq -c . < f.bak > f`` on a rotated file: same name, other bytes, stale offsets."""
+    history = make(tmp_path, count=10)
+    for i in range(25):
+        history.append("r", "claude", {"type": "t", "i": i}, b'{"type": "t",  "i": %d}' % i)
+    history.close()
+    seed_repair_loop(tmp_path / "logs")
+    again = make(tmp_path, count=10)
+    assert again.repair.index_rebuilt
+    assert every_seq(again, limit=4) == (list(range(1, 26)), list(range(1, 26)))
+    assert all(b'"i":' in line for line in again.iter_all())
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(min_value=1, max_value=80),
+    count=st.integers(min_value=1, max_value=30),
+    compress=st.booleans(),
+    copies=st.lists(st.tuples(st.integers(0, 79), st.integers(1, 80)), min_size=1, max_size=3),
+    limit=st.integers(min_value=1, max_value=30),
+)
+def test_overlapping_files_page_every_seq_exactly_once(
+    tmp_path_factory: pytest.TempPathFactory,
+    n: int,
+    count: int,
+    compress: bool,
+    copies: list[tuple[int, int]],
+    limit: int,
+) -> None:
+    tmp = tmp_path_factory.mktemp("h")
+    history = make(tmp, count=count, compress=compress)
+    fill(history, n)
+    history.close()
+    lines = list(history.iter_all())
+    for i, (start, length) in enumerate(copies):
+        part = lines[start : start + length]
+        if part:  # a restored slice under a rotated name of its own
+            path = tmp / "logs" / f"messages_1969-12-31_23-59-59-{i + 2}.jsonl"
+            path.write_bytes(b"".join(line + b"\n" for line in part))
+    again = make(tmp, count=count, compress=compress)
+    assert every_seq(again, limit) == (list(range(1, n + 1)), list(range(1, n + 1)))
+    assert again.append(None, "server", {}).seq == n + 1

@@ -7,6 +7,8 @@ Layout in ``data/projects/<id>/logs/``::
     messages_2026-11-27_19-40-01.jsonl.gz   rotated files (UTC), gzip member per chunk
     index.json                              first/last seq and time + chunks per file
 
+Only SPEC §2's exact names (and ``messages_current.jsonl.gz``) are history: anything else
+there is an operator's file, never touched (:func:`.segments.is_rotated_name`).
 One Record per line, ``seq`` per project from 1, never repeated across rotations and
 restarts. Claude's own line is embedded byte for byte. Queries read only the chunks
 they need, so their memory is bounded by the page, not by the history. Loading the
@@ -42,6 +44,7 @@ from .segments import (
     Header,
     Segment,
     compress_segment,
+    parse_header,
     read_chunk,
     write_index,
 )
@@ -117,7 +120,7 @@ class History:
             self._last = found.current.last
         self.last_seq = max(
             self._last.seq if self._last else 0,
-            self.segments[-1].last_seq if self.segments else 0,
+            max((s.last_seq for s in self.segments), default=0),
             self._floor,
         )
         # Unbuffered: a failed write is rolled back at once and never reappears later.
@@ -228,6 +231,7 @@ class History:
             last_ts=self._last.timestamp,
             records=self._current_records,
             chunks=tuple(self._chunks.chunks),
+            size=self._size,
         )
         self._file.close()
         assert self._chunks_file is not None
@@ -315,8 +319,16 @@ class History:
     # --------------------------------------------------------------------- query
 
     def query(self, q: Query) -> Page:
-        """One page of records (see :mod:`.query`)."""
-        return run_query(self._sources(), q, self.last_seq)
+        """One page of records (see :mod:`.query`), each seq at most once."""
+        sources = self._sources()
+        by_first = sorted(sources, key=_first_seq)
+        if not _overlapping(by_first):
+            return run_query(sources, q, self.last_seq)
+        # Files that overlap (a restored backup, ``gzip -k``): a forward page must meet
+        # them by first seq, a backward one (it reads them in reverse) by last seq, so
+        # that each page is a run of seqs without a hole; its repeats are then dropped.
+        ordered = by_first if q.forward else sorted(sources, key=lambda s: s[3])
+        return _distinct(run_query(ordered, q, self.last_seq))
 
     def _sources(self) -> list[Source]:
         """(path, chunks, compressed, last_seq, last_ts) of every file, oldest first."""
@@ -331,7 +343,48 @@ class History:
         return sources
 
     def iter_all(self) -> Iterator[bytes]:
-        """Every record line, oldest first (for tests and repair)."""
-        for path, chunks, compressed, _, _ in self._sources():
+        """Every record line, oldest first, each seq once (for tests and repair)."""
+        top = 0
+        for path, chunks, compressed, _, _ in sorted(self._sources(), key=_first_seq):
             for i in range(len(chunks)):
-                yield from read_chunk(path, i, chunks, compressed)
+                for line in read_chunk(path, i, chunks, compressed):
+                    header = parse_header(line)
+                    if header is None:
+                        yield line
+                    elif header.seq > top:
+                        top = header.seq
+                        yield line
+
+
+def _first_seq(source: Source) -> int:
+    chunks = source[1]
+    return chunks[0].first_seq if chunks else 0
+
+
+def _overlapping(sources: list[Source]) -> bool:
+    """Whether two files (in order of first seq) hold the same seq: rare, and checked
+    from the index alone."""
+    top = 0
+    for _, chunks, _, last_seq, _ in sources:
+        if chunks and chunks[0].first_seq <= top:
+            return True
+        top = max(top, last_seq)
+    return False
+
+
+def _distinct(page: Page) -> Page:
+    """Each seq once, in seq order (the first copy met is kept). A page read from
+    overlapping files may come out shorter than its limit; ``has_more`` still holds, so
+    paging on from its first or last seq neither skips nor repeats a record."""
+    lines: dict[int, bytes] = {}
+    for line in page.lines:
+        header = parse_header(line)
+        if header is not None:
+            lines.setdefault(header.seq, line)
+    order = sorted(lines)
+    return attrs.evolve(
+        page,
+        lines=[lines[seq] for seq in order],
+        first_seq=order[0] if order else None,
+        last_seq=order[-1] if order else None,
+    )

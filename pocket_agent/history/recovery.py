@@ -21,11 +21,13 @@ from twisted.logger import Logger
 from .segments import (
     CHUNKS,
     CURRENT,
+    CURRENT_GZ,
     INDEX,
     Chunk,
     ChunkBuilder,
     Header,
     Segment,
+    is_rotated_name,
     parse_header,
     read_index,
     scan_segment,
@@ -43,6 +45,9 @@ class Repair:
     segments_expired: int = 0
     tmp_removed: int = 0
     damaged_files: int = 0
+    # Files in logs/ that are not history (an operator's copies): left alone and reported
+    # once; not a fix, so not part of the comparison that decides a repair happened.
+    foreign_files: list[str] = attrs.field(factory=list, eq=False)
 
 
 @attrs.frozen
@@ -98,9 +103,54 @@ class _Recovery:
         for tmp in self.directory.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
             self.repair.tmp_removed += 1
+        rotated = self._history_files()
         self._cut_torn_tail()
-        segments, floor = self._load_segments(full_check, floor)
-        return Loaded(segments, floor, self._load_current(full_check))
+        segments, floor = self._load_segments(rotated, full_check, floor)
+        current = self._load_current(full_check)
+        self._report_overlaps(segments, current)
+        return Loaded(segments, floor, current)
+
+    def _history_files(self) -> set[str]:
+        """The rotated files, by SPEC §2's exact names; every other file but our own
+        bookkeeping is the operator's: reported (once per history), never touched."""
+        rotated = set()
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name in (CURRENT, INDEX, CHUNKS) and entry.is_file():
+                    continue
+                if is_rotated_name(name) and entry.is_file():
+                    rotated.add(name)
+                elif name not in self.repair.foreign_files:
+                    self.repair.foreign_files.append(name)
+                    self.log.warn(
+                        "{file} in the history of project {project_id} is not a history file:"
+                        " left alone (never read, compressed, expired or deleted)",
+                        file=name,
+                        project_id=self.directory.parent.name,
+                        directory=str(self.directory),
+                    )
+        self.repair.foreign_files.sort()
+        return rotated
+
+    def _report_overlaps(self, segments: list[Segment], current: Current | None) -> None:
+        """Two files holding the same seqs (a restored backup, ``gzip -k``): the history
+        serves each seq once, but one of them is probably a copy the operator should know of."""
+        spans = [(s.first_seq, s.last_seq, s.name) for s in segments]
+        if current is not None and current.first is not None and current.last is not None:
+            spans.append((current.first.seq, current.last.seq, CURRENT))
+        top, top_name = 0, ""
+        for first, last, name in sorted(spans):
+            if first <= top:
+                self.log.warn(
+                    "History files {file} and {other} of project {project_id} hold the same"
+                    " seqs; each of them is served once",
+                    file=name,
+                    other=top_name,
+                    project_id=self.directory.parent.name,
+                )
+            if last > top:
+                top, top_name = last, name
 
     def _cut_torn_tail(self) -> None:
         """A crash mid-write leaves a last line without ``\\n``: move it aside."""
@@ -144,21 +194,21 @@ class _Recovery:
                 saved=str(saved),
             )
 
-    def _load_segments(self, full_check: bool, floor: int) -> tuple[list[Segment], int]:
-        on_disk = {p.name for p in self.directory.glob("messages_*.jsonl*") if p.name != CURRENT}
+    def _load_segments(
+        self, on_disk: set[str], full_check: bool, floor: int
+    ) -> tuple[list[Segment], int]:
         stored = read_index(self.directory / INDEX)
         if stored is not None:
             floor = stored[1]
         index = None if full_check or stored is None else stored[0]
-        if index is not None:
-            names = {s.name for s in index}
-            if names == on_disk:
-                return index, floor
+        # An entry is trusted while its file has the size it was indexed with.
+        known = {s.name: s for s in index or [] if s.name in on_disk and self._unchanged(s)}
+        if index is not None and len(known) == len(index) == len(on_disk):
+            return index, floor
         # Missing, unreadable or stale: rebuild what does not match from the files.
-        known = {s.name: s for s in index or []}
         segments = []
         for name in sorted(on_disk):
-            if name.endswith(".gz") and name[:-3] in on_disk:
+            if name != CURRENT_GZ and name.endswith(".gz") and name[:-3] in on_disk:
                 (self.directory / name).unlink()  # a compression interrupted by a crash
                 continue
             segment = known.get(name)
@@ -170,10 +220,18 @@ class _Recovery:
                 segment = scan.segment
             if segment is not None:
                 segments.append(segment)
-        segments.sort(key=lambda s: s.first_seq)
+        segments.sort(key=lambda s: (s.first_seq, s.name))
         self.repair.index_rebuilt = True
         write_index(self.directory / INDEX, segments, floor)
         return segments, floor
+
+    def _unchanged(self, segment: Segment) -> bool:
+        if segment.size is None:
+            return True
+        try:
+            return (self.directory / segment.name).stat().st_size == segment.size
+        except OSError:
+            return False
 
     def _keep_copy_of_damaged(self, name: str) -> None:
         """A damaged rotated file stays in place (its readable part is indexed and

@@ -20,6 +20,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,16 @@ from pocket_agent.storage import atomic_write_bytes, fsync_dir
 CURRENT = "messages_current.jsonl"
 CHUNKS = "current.chunks"  # chunk table of the current file, a hint for the next start
 INDEX = "index.json"
+# What ``gzip messages_current.jsonl`` (the seed's cleanup script) leaves: history too,
+# served like a rotated file (by seq, so before the records of a newer current file).
+CURRENT_GZ = CURRENT + ".gz"
+# SPEC §2's rotated names, exactly: anything else in logs/ (an operator's .bak, .orig,
+# editor backups...) is not history and is never read, compressed, expired or deleted.
+ROTATED = re.compile(
+    r"messages_([0-9]{4}-[0-9]{2}-[0-9]{2}_[0-9]{2}-[0-9]{2}-[0-9]{2})(?:-[1-9][0-9]{0,8})?"
+    r"\.jsonl(?:\.gz)?",
+    re.ASCII,
+)
 
 CHUNK_RECORDS = 500
 CHUNK_BYTES = 1024 * 1024
@@ -44,6 +55,20 @@ class Header:
     seq: int
     timestamp: str
     direction: str
+
+
+def is_rotated_name(name: str) -> bool:
+    """A rotated history file's name (``CURRENT_GZ`` included); the time must be real."""
+    if name == CURRENT_GZ:
+        return True
+    match = ROTATED.fullmatch(name)
+    if match is None:
+        return False
+    try:
+        datetime.strptime(match[1], "%Y-%m-%d_%H-%M-%S")
+    except ValueError:
+        return False
+    return True
 
 
 def parse_header(line: bytes) -> Header | None:
@@ -79,6 +104,9 @@ class Segment:
     last_ts: str
     records: int
     chunks: tuple[Chunk, ...]
+    # Bytes on disk when indexed (None in older indexes): a file rewritten in place under
+    # the same name (``jq -c . < f.bak > f``) has stale offsets and is read again.
+    size: int | None = None
 
     @property
     def compressed(self) -> bool:
@@ -103,6 +131,7 @@ class Segment:
             last_ts=str(data["last_ts"]),
             records=int(data["records"]),
             chunks=chunks,
+            size=None if data.get("size") is None else int(data["size"]),
         )
 
 
@@ -229,11 +258,12 @@ def compress_segment(directory: Path, segment: Segment) -> Segment:
             out.write(gzip.compress(data, compresslevel=6, mtime=0))
         out.flush()
         os.fsync(out.fileno())
+        size = out.tell()
     os.replace(tmp, target)
     fsync_dir(directory)
     # The plain file is deleted by the reactor thread once the index points at the .gz:
     # a query running meanwhile still finds what the index names.
-    return attrs.evolve(segment, name=target.name, chunks=tuple(chunks))
+    return attrs.evolve(segment, name=target.name, chunks=tuple(chunks), size=size)
 
 
 @attrs.frozen
@@ -249,6 +279,7 @@ def scan_segment(path: Path) -> Scan:
     Never raises for damaged content: complete valid lines before the damage are kept.
     """
     compressed = path.name.endswith(".gz")
+    size = path.stat().st_size
     builder = ChunkBuilder()
     first: Header | None = None
     last: Header | None = None
@@ -290,6 +321,7 @@ def scan_segment(path: Path) -> Scan:
         last.timestamp,
         records,
         tuple(builder.chunks),
+        size,
     )
     return Scan(segment, invalid, damaged)
 
