@@ -11,13 +11,18 @@ def rfc3339(moment: datetime) -> str:
 
 
 def parse_time(value: object) -> datetime:
-    """A stored timestamp back to an aware UTC datetime; ValueError when it is not one."""
+    """A timestamp (stored, or a client's RFC 3339) as an aware UTC datetime; ValueError
+    when it is not one, or when it has no UTC equivalent (``0001-01-01T00:00:00+01:00``
+    is before the first representable instant: astimezone would overflow)."""
     if not isinstance(value, str):
         raise ValueError(f"not a timestamp: {value!r}")
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"timestamp without a time zone: {value!r}")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"timestamp out of range: {value!r}") from None
 
 
 def from_seconds(seconds: float) -> datetime:

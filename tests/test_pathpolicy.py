@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -304,3 +306,140 @@ def test_ancestors_of_system_directories_are_refused() -> None:
     policy = PathPolicy.build([Path("/")], Path("/nonexistent-root"), Path("/nonexistent-data"))
     with pytest.raises(PathRefused, match="system directories"):
         policy.resolve("/var")
+
+
+# ------------------------------------- what the file system says is a reason, too
+
+
+def test_proc_1_cwd_is_refused(everywhere: PathPolicy) -> None:
+    """``readlink`` of another process's cwd is EACCES unless we may ptrace it (root in a
+    container may be refused too); readable, it is refused as a system directory or /."""
+    refusal(everywhere, "/proc/1/cwd")
+
+
+def failing(monkeypatch: pytest.MonkeyPatch, target: str, error: OSError) -> None:
+    """Make ``os.path.realpath`` raise ``error`` for ``target`` and work for the rest:
+    the PermissionError a non-root user gets, made deterministic for a root CI."""
+    real = os.path.realpath
+
+    def realpath(path: Any, *args: Any, **kwargs: Any) -> str:
+        if os.fspath(path) == target:
+            raise error
+        return str(real(path, *args, **kwargs))
+
+    monkeypatch.setattr(os.path, "realpath", realpath)
+
+
+@pytest.mark.parametrize(
+    ("errno_", "words"),
+    [(errno.EACCES, "Permission denied"), (errno.ELOOP, "symbolic links")],
+)
+def test_an_error_while_resolving_is_a_reason(
+    layout: Layout, monkeypatch: pytest.MonkeyPatch, errno_: int, words: str
+) -> None:
+    raw = str(layout.home / "locked" / "app")
+    failing(monkeypatch, raw, OSError(errno_, os.strerror(errno_), raw))
+    reason = refusal(layout.policy, raw)
+    assert reason.startswith("cannot be resolved: ") and words in reason
+
+
+def test_an_unreadable_parent_is_a_reason(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child of a ``chmod 000`` directory: ``stat`` says EACCES (root would not hear it,
+    so the error is injected where ``Path.exists`` asks)."""
+    locked = layout.home / "locked"
+    locked.mkdir()
+    child = locked / "app"
+    stat = Path.stat
+
+    def denied(self: Path, *args: Any, **kwargs: Any) -> os.stat_result:
+        if self == child:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", denied)
+    for may_be_missing in (False, True):
+        reason = refusal(layout.policy, str(child), may_be_missing=may_be_missing)
+        assert reason == "cannot be checked: Permission denied"
+
+
+def test_a_real_unreadable_parent_is_refused(layout: Layout) -> None:
+    """The same without injection: EACCES for a user, "does not exist" for root."""
+    locked = layout.home / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        refusal(layout.policy, str(locked / "app"))
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("may_be_missing", [False, True])
+def test_a_path_longer_than_path_max_is_refused(layout: Layout, may_be_missing: bool) -> None:
+    raw = (str(layout.home) + ("/" + "x" * 200) * 21)[:4100]
+    assert len(raw) == 4100
+    reason = refusal(layout.policy, raw, may_be_missing=may_be_missing)
+    assert reason == "is longer than 4095 bytes"
+
+
+@pytest.mark.parametrize("may_be_missing", [False, True])
+def test_a_component_longer_than_name_max_is_refused(layout: Layout, may_be_missing: bool) -> None:
+    raw = str(layout.home / ("n" * 300))
+    reason = refusal(layout.policy, raw, may_be_missing=may_be_missing)
+    assert reason == "has a component longer than 255 bytes"
+
+
+def test_a_name_max_component_counts_bytes(layout: Layout) -> None:
+    """255 bytes is the limit, not 255 characters: 128 two-byte letters are too many."""
+    assert layout.policy.resolve(str(layout.home / ("n" * 255)), may_be_missing=True)
+    refusal(layout.policy, str(layout.home / ("é" * 128)), may_be_missing=True)
+
+
+def test_a_symlink_whose_target_is_too_long_is_refused(layout: Layout) -> None:
+    """The raw path is short, the real one is not: the limit applies to what it resolves
+    to. Two relative symlinks of ten 250-byte levels each (one would hit PATH_MAX itself),
+    made through directory fds since no absolute path that long can be named."""
+    level = "d" * 250
+    ten = "/".join([level] * 10)
+    fd = os.open(layout.home, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.symlink(ten, "deep", dir_fd=fd)
+        for depth in range(20):
+            if depth == 10:
+                os.symlink(ten, "deeper", dir_fd=fd)
+            os.mkdir(level, dir_fd=fd)
+            inner = os.open(level, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    reason = refusal(layout.policy, str(layout.home / "deep" / "deeper"))
+    assert reason == "resolves to a path longer than 4095 bytes"
+
+
+@pytest.fixture
+def non_utf8(layout: Layout) -> Path:
+    """A symlink with an ASCII name to a directory named with the bytes ff fe."""
+    target = os.fsencode(layout.home) + b"/\xff\xfe"
+    os.mkdir(target)
+    link = layout.home / "latin"
+    os.symlink(target, os.fsencode(link))
+    return link
+
+
+@pytest.mark.parametrize("may_be_missing", [False, True])
+def test_a_symlink_to_a_non_utf8_name_is_refused(
+    layout: Layout, non_utf8: Path, may_be_missing: bool
+) -> None:
+    reason = refusal(layout.policy, str(non_utf8), may_be_missing=may_be_missing)
+    assert reason.startswith("resolves to a name that is not valid UTF-8")
+    assert "\\xff\\xfe" in reason
+    assert wire_error(PathRefused(str(non_utf8), reason)).details == {
+        "path": str(non_utf8),
+        "reason": reason,
+    }
+    reason.encode("utf-8")  # it can go out in an error frame
+
+
+def test_a_missing_child_of_a_non_utf8_name_is_refused(layout: Layout, non_utf8: Path) -> None:
+    reason = refusal(layout.policy, str(non_utf8 / "new"), may_be_missing=True)
+    assert reason.startswith("resolves to a name that is not valid UTF-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -369,6 +370,93 @@ def test_create_with_a_non_utf8_path(env: Env) -> None:
         reloaded, report = env.reload()
         assert report.clean
         assert reloaded.get(project.id).path == project.path
+
+
+def refused_path(env: Env, registry: ProjectRegistry, raw: str, make_directory: bool) -> str:
+    """INVALID_PATH naming ``raw``, nothing made or kept; returns the reason."""
+    error = refused(ErrorCode.INVALID_PATH, lambda: registry.create(raw, make_directory))
+    assert error.details is not None
+    assert error.details["path"] == raw
+    reason = error.details["reason"]
+    assert isinstance(reason, str) and reason in error.message
+    json.dumps(error.details, ensure_ascii=False).encode()  # it can go out in a frame
+    assert list(env.projects_dir.iterdir()) == []
+    assert len(registry) == 0
+    return reason
+
+
+@pytest.mark.parametrize("make_directory", [True, False])
+def test_create_with_a_component_longer_than_name_max(env: Env, make_directory: bool) -> None:
+    registry = env.registry()
+    raw = str(env.home / ("c" * 300))
+    reason = refused_path(env, registry, raw, make_directory)
+    assert "longer than 255 bytes" in reason
+
+
+@pytest.mark.parametrize("make_directory", [True, False])
+def test_create_with_a_path_longer_than_path_max(env: Env, make_directory: bool) -> None:
+    registry = env.registry()
+    raw = (str(env.home) + ("/" + "p" * 200) * 21)[:4100]
+    assert len(raw) == 4100
+    reason = refused_path(env, registry, raw, make_directory)
+    assert "longer than 4095 bytes" in reason
+    assert list(env.home.iterdir()) == []
+
+
+@pytest.mark.parametrize("make_directory", [True, False])
+def test_create_through_a_symlink_to_a_non_utf8_name(env: Env, make_directory: bool) -> None:
+    """The client's path is fine UTF-8; the directory it names is not (bytes ff fe)."""
+    registry = env.registry()
+    target = os.fsencode(env.home) + b"/\xff\xfe"
+    os.mkdir(target)
+    os.symlink(target, os.fsencode(env.home / "latin"))
+    for raw in (str(env.home / "latin"), str(env.home / "latin" / "new")):
+        reason = refused_path(env, registry, raw, make_directory)
+        assert "not valid UTF-8" in reason
+    assert os.listdir(target) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(errno.EACCES, "Permission denied"),
+        OSError(errno.ENAMETOOLONG, "File name too long"),
+        OSError(errno.EROFS, "Read-only file system"),
+    ],
+    ids=["EACCES", "ENAMETOOLONG", "EROFS"],
+)
+def test_create_when_mkdir_fails(
+    env: Env, monkeypatch: pytest.MonkeyPatch, error: OSError
+) -> None:
+    """Whatever mkdir says (root in CI is never refused EACCES, so it is injected)."""
+    registry = env.registry()
+    raw = str(env.home / "new")
+
+    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    reason = refused_path(env, registry, raw, True)
+    assert reason == f"cannot be created: {os.strerror(error.errno or 0)}"
+
+
+def test_create_when_the_path_cannot_be_resolved(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc/1/cwd as a user sees it: readlink says EACCES."""
+    registry = env.registry()
+    raw = str(env.home / "proc-cwd")
+    realpath = os.path.realpath
+
+    def denied(path: Any, *args: Any, **kwargs: Any) -> str:
+        if os.fspath(path) == raw:
+            raise PermissionError(errno.EACCES, "Permission denied", raw)
+        return str(realpath(path, *args, **kwargs))
+
+    monkeypatch.setattr(os.path, "realpath", denied)
+    for make_directory in (False, True):
+        reason = refused_path(env, registry, raw, make_directory)
+        assert reason == "cannot be resolved: Permission denied"
 
 
 # ------------------------------------------------------------------------ get / list

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,16 +13,18 @@ from hypothesis import strategies as st
 
 from pocket_agent.core.projects import ProjectSnapshot as ProjectState
 from pocket_agent.core.projects import ProjectStatus
-from pocket_agent.times import rfc3339
+from pocket_agent.times import parse_time, rfc3339
 from pocket_agent.wire.envelope import decode_envelope, encode_envelope, request_id_of
 from pocket_agent.wire.errors import ErrorCode, ProtocolError
 from pocket_agent.wire.messages import ErrorMessage, project_state_data
 from pocket_agent.wire.requests import (
     REQUEST_TYPES,
+    GetMessagesRequest,
     ProjectCreateRequest,
     ProjectJoinRequest,
     parse_request,
 )
+from tests.support import Harness
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
@@ -123,3 +126,96 @@ def test_project_state_omits_absent_error_details() -> None:
     failed = ProjectState("id", "/p", ProjectStatus.ERROR, "s", when, when, 3, 1, "boom")
     assert project_state_data(failed)["error_details"] == "boom"
     assert project_state_data(failed)["state"] == "ERROR"
+
+
+# ------------------------------------------------- bad input is INVALID_*, never a crash
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "0001-01-01T00:00:00+01:00",  # before datetime.min once in UTC: OverflowError
+        "9999-12-31T23:59:59-01:00",  # after datetime.max
+        "2026-01-01T00:00:00",  # no zone
+        "yesterday",
+    ],
+)
+def test_since_out_of_range_or_malformed_is_invalid(since: str) -> None:
+    envelope = decode_envelope(json.dumps({"type": "get_messages", "data": {"since": since}}))
+    with pytest.raises(ProtocolError) as info:
+        parse_request(envelope)
+    assert info.value.code is ErrorCode.INVALID_MESSAGE
+    assert info.value.details is not None
+    assert info.value.details["field"] == "data.since"
+
+
+@pytest.mark.parametrize(
+    ("since", "normalised"),
+    [
+        ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000Z"),
+        ("0001-01-01T00:00:00-01:00", "0001-01-01T01:00:00.000Z"),
+        ("9999-12-31T23:59:59.999999z", "9999-12-31T23:59:59.999Z"),
+        ("2026-01-02T05:04:05+02:00", "2026-01-02T03:04:05.000Z"),
+    ],
+)
+def test_since_at_the_edges_of_the_range_is_accepted(since: str, normalised: str) -> None:
+    envelope = decode_envelope(json.dumps({"type": "get_messages", "data": {"since": since}}))
+    assert parse_request(envelope) == GetMessagesRequest(since=normalised)
+
+
+def test_parse_time_refuses_what_has_no_utc_instant() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        parse_time("0001-01-01T00:00:00+01:00")
+
+
+def test_get_messages_with_an_overflowing_since_over_the_wire(harness: Harness) -> None:
+    client, _ = harness.hello()
+    path = harness.project_dir("app")
+    pid = client.request("project_create", data={"path": str(path)})[0]["project_id"]
+    error = client.one(
+        "get_messages",
+        project_id=pid,
+        request_id="g1",
+        data={"since": "0001-01-01T00:00:00+01:00"},
+    )
+    assert error["type"] == "error" and error["request_id"] == "g1"
+    assert error["data"]["code"] == "INVALID_MESSAGE"
+    assert error["data"]["details"]["field"] == "data.since"
+
+
+def test_execute_with_a_non_utf8_add_dir_changes_nothing(harness: Harness) -> None:
+    """A symlink (a fine name) to a directory named with the bytes ff fe: refused as a bad
+    option before the run exists: no ``execute`` reply, no EXECUTING, no Record."""
+    requester, _ = harness.hello()
+    watcher, _ = harness.hello()
+    path = harness.project_dir("app")
+    pid = requester.request("project_create", data={"path": str(path)})[0]["project_id"]
+    watcher.request("project_join", project_id=pid)
+    watcher.new()
+    requester.new()
+    target = os.fsencode(harness.home) + b"/\xff\xfe"
+    os.mkdir(target)
+    os.symlink(target, os.fsencode(harness.home / "latin"))
+    before = len(harness.events.events)
+
+    error = requester.one(
+        "execute",
+        project_id=pid,
+        request_id="x1",
+        data={"prompt": "hi", "options": {"add_dirs": [str(harness.home / "latin")]}},
+    )
+
+    assert error["type"] == "error" and error["request_id"] == "x1"
+    assert error["data"]["code"] == "INVALID_MESSAGE"
+    details = error["data"]["details"]
+    assert details["field"] == "data.options.add_dirs"
+    assert "not valid UTF-8" in details["reason"]
+    assert str(harness.home / "latin") in details["reason"]
+    assert watcher.new() == []
+    assert harness.events.events[before:] == []
+    assert harness.clock.processes == []
+    project = harness.app.registry.get(pid)
+    assert project.status is ProjectStatus.IDLE and project.run is None
+    assert project.last_seq == 0
+    assert not harness.app.hub.following(requester.server.connection)
+    assert requester.one("health", request_id="h")["type"] == "health_status"

@@ -45,8 +45,42 @@ SYSTEM_DIRECTORIES: tuple[Path, ...] = tuple(
 _INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
+# Linux's limits (NAME_MAX, PATH_MAX): checked here, so a long path gets a reason that
+# names the limit rather than whatever system call first trips over it.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4095
+
+
 def _invalid(path: str, reason: str) -> PathRefused:
     return PathRefused(path, reason)
+
+
+def os_reason(error: OSError) -> str:
+    """What the file system said, in words (``str(error)`` would repeat the path)."""
+    if error.errno is not None:
+        return os.strerror(error.errno)
+    return error.strerror or type(error).__name__
+
+
+def utf8_encodable(text: str) -> bool:
+    """False for names holding surrogate escapes: bytes that are not UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_length(raw: str, real: str | None = None) -> None:
+    """PathRefused when ``raw`` (or the ``real`` path it resolved to) breaks the file
+    system's length limits, which the kernel would answer with ENAMETOOLONG."""
+    encoded = os.fsencode(raw if real is None else real)
+    subject = "is" if real is None else "resolves to a path"
+    if len(encoded) > MAX_PATH_BYTES:
+        raise _invalid(raw, f"{subject} longer than {MAX_PATH_BYTES} bytes")
+    if any(len(part) > MAX_NAME_BYTES for part in encoded.split(b"/")):
+        has = "has" if real is None else "resolves to a path with"
+        raise _invalid(raw, f"{has} a component longer than {MAX_NAME_BYTES} bytes")
 
 
 def is_within(path: Path, parent: Path) -> bool:
@@ -84,7 +118,10 @@ class PathPolicy:
         )
 
     def resolve(self, raw: str, *, may_be_missing: bool = False) -> Path:
-        """The real path ``raw`` names, or PathRefused saying which rule it broke."""
+        """The real path ``raw`` names, or PathRefused saying which rule it broke.
+
+        Nothing a client sends gets past here as anything but PathRefused: what the file
+        system says (EACCES, ENAMETOOLONG, ELOOP...) is a reason too."""
         if not raw.startswith("/"):
             raise _invalid(raw, "must be an absolute path")
         if any(unicodedata.category(c) in _INVISIBLE for c in raw):
@@ -97,7 +134,11 @@ class PathPolicy:
             raw.encode("utf-8")
         except UnicodeEncodeError:
             raise _invalid(raw.encode("utf-8", "replace").decode(), "not valid UTF-8") from None
-        real = Path(os.path.realpath(raw))
+        check_length(raw)
+        try:
+            real = Path(os.path.realpath(raw))
+        except OSError as e:
+            raise _invalid(raw, f"cannot be resolved: {os_reason(e)}") from None
         if real == Path("/"):
             raise _invalid(raw, "the root directory cannot be a project")
         if not any(is_within(real, root) for root in self.allowed_roots):
@@ -109,8 +150,19 @@ class PathPolicy:
             raise _invalid(raw, "the server's own directory cannot be a project")
         if any(is_within(d, real) for d in (self.data_dir, *self.protected)):
             raise _invalid(raw, "contains the server's data directory")
-        if real.exists():
-            if not real.is_dir():
+        if not utf8_encodable(str(real)):
+            # A name in another encoding (or none) could neither be shown on the phone nor
+            # written to the history, which is JSON; nor passed on to claude as --add-dir.
+            shown = os.fsencode(real).decode("utf-8", "backslashreplace")
+            raise _invalid(raw, f"resolves to a name that is not valid UTF-8 ({shown})")
+        check_length(raw, str(real))
+        try:
+            exists = real.exists()
+            is_dir = exists and real.is_dir()
+        except OSError as e:
+            raise _invalid(raw, f"cannot be checked: {os_reason(e)}") from None
+        if exists:
+            if not is_dir:
                 raise _invalid(raw, "not a directory")
         elif not may_be_missing:
             raise _invalid(raw, "does not exist (send create: true to make it)")

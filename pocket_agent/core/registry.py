@@ -17,7 +17,7 @@ from pocket_agent.history import History, Page, Query, Repair, RunInThread
 from pocket_agent.times import from_seconds
 
 from .errors import PathRefused, ProjectLimitReached, ProjectNotFound, ProjectsOverlap
-from .pathpolicy import PathPolicy, is_within
+from .pathpolicy import PathPolicy, is_within, os_reason
 from .projects import Project
 from .store import ProjectStore, RecoveryReport
 
@@ -129,9 +129,10 @@ class ProjectRegistry:
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                raise PathRefused(
-                    raw_path, str(e.strerror), f"cannot create {path}: {e.strerror}"
-                ) from None
+                # EACCES, ENAMETOOLONG, ELOOP, EROFS, a file in the way...: the client's
+                # path, so INVALID_PATH saying why, never an internal error.
+                reason = f"cannot be created: {os_reason(e)}"
+                raise PathRefused(raw_path, reason, f"cannot create {path}: {reason}") from None
         now = self.now()
         project = Project(id=str(uuid.uuid4()), path=path, created_at=now, last_active=now)
         try:

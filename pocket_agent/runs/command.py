@@ -15,6 +15,7 @@ import attrs
 
 from pocket_agent.config import ClaudeConfig
 from pocket_agent.core.errors import ClaudeNotFound, InvalidOption, PathRefused
+from pocket_agent.core.pathpolicy import os_reason, utf8_encodable
 
 from .options import REDACTED, RunOptions
 
@@ -26,7 +27,11 @@ INHERITED_MARKERS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
 def apply_policy(
     options: RunOptions, allow_dangerous: bool, resolve_dir: Callable[[str], Path]
 ) -> RunOptions:
-    """The server's rules on top of well-formed options; ``add_dirs`` come back resolved."""
+    """The server's rules on top of well-formed options; ``add_dirs`` come back resolved.
+
+    It runs before anything changes, so every refusal (the file system's too: EACCES,
+    ENAMETOOLONG, a name that is not UTF-8) is an INVALID_MESSAGE, never a run that
+    starts and then fails."""
     dangerous = options.dangerous
     if dangerous and not allow_dangerous:
         raise InvalidOption(
@@ -38,6 +43,13 @@ def apply_policy(
             resolved.append(str(resolve_dir(raw_dir)))
         except PathRefused as e:
             raise InvalidOption("add_dirs", f"{raw_dir!r}: {e.reason}") from None
+        except OSError as e:  # the resolver's business, but be sure
+            reason = f"{raw_dir!r}: cannot be resolved: {os_reason(e)}"
+            raise InvalidOption("add_dirs", reason) from None
+        except UnicodeError:
+            raise InvalidOption("add_dirs", f"{raw_dir!r}: not valid UTF-8") from None
+        if not utf8_encodable(resolved[-1]):
+            raise InvalidOption("add_dirs", f"{raw_dir!r}: resolves to a name that is not UTF-8")
     return attrs.evolve(options, add_dirs=tuple(resolved))
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any, ClassVar
 
 import attrs
 
 from pocket_agent.history import MAX_PAGE
 from pocket_agent.runs.options import BYPASS, PERMISSION_MODES, RunOptions
-from pocket_agent.times import rfc3339
+from pocket_agent.times import parse_time, rfc3339
 
 from .envelope import Envelope, encode_envelope
 from .errors import ErrorCode, ProtocolError, invalid
@@ -226,14 +225,9 @@ def _get_messages(data: Mapping[str, Any]) -> GetMessagesRequest:
     since = data.get("since")
     if since is not None:
         try:
-            if not isinstance(since, str):
-                raise ValueError
-            moment = datetime.fromisoformat(since.replace("Z", "+00:00").replace("z", "+00:00"))
-            if moment.tzinfo is None:
-                raise ValueError
+            since = rfc3339(parse_time(since))
         except ValueError:
             raise invalid("data.since", "must be an RFC 3339 time with a zone") from None
-        since = rfc3339(moment)
     limit = data.get("limit", 100)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise invalid("data.limit", f"must be an integer from 1 to {MAX_PAGE}")
