@@ -241,12 +241,14 @@ def exit_cleanly_on_signals(reactor: Any, service: PocketAgentService | None = N
     reloads.
 
     Twisted's own handlers remember the signal and twistd re-raises it at exit, so a
-    graceful shutdown would end as "killed by SIGTERM" (status 143). Installed once
-    the reactor runs, after Twisted's, and only by the real entry points, never in tests.
+    graceful shutdown would end as "killed by SIGTERM" (status 143); they are installed
+    when the reactor starts, so ours go in at once (a SIGTERM during start-up must not
+    kill the process with the lock held) and again once the reactor runs. Only the
+    real entry points call this, never tests.
     """
     relay = SignalRelay(reactor, service)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, relay.handler)
+    relay.install()
+    reactor.callWhenRunning(relay.install)
 
 
 class SignalRelay:
@@ -266,7 +268,12 @@ class SignalRelay:
         self.service = service
         self.stopping = False
 
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self.handler)
+
     def handler(self, signum: int, frame: object) -> None:
+        # Before the reactor runs this only queues: the call runs on its first turn.
         self.reactor.callFromThread(self.received, signum)
 
     def received(self, signum: int) -> None:

@@ -68,11 +68,11 @@ class Options(usage.Options):
 
 def makeService(options: Options, reactor: IReactorCore | None = None) -> PocketAgentService:
     """twistd's entry point (through the plugin)."""
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
     assert options.config is not None, "parseOptions() first"
-    service = build_service(options.config, reactor)
-    reactor.callWhenRunning(exit_cleanly_on_signals, reactor, service)
+    if reactor is not None:  # a test's reactor: no process-wide signal handlers
+        return build_service(options.config, reactor)
+    from twisted.internet import reactor as global_reactor
+
+    service = build_service(options.config, global_reactor)
+    exit_cleanly_on_signals(global_reactor, service)
     return service

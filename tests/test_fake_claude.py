@@ -608,3 +608,225 @@ def test_silent_prints_nothing(fake: Env) -> None:
     os.kill(run.pid, signal.SIGINT)
     assert run.wait() == 0
     assert run.rest() == []
+
+
+# ----- the kill-tree scenarios -----
+
+MARKER = "POCKET_AGENT_RUN_ID=run-under-test"
+
+
+def environ_of(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/environ").read_bytes().decode("utf-8", "replace").split("\0")
+
+
+def stat_of(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state is [0], ppid [1])."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def test_ignore_term_child_survives_sigint_and_sigterm(fake: Env) -> None:
+    run = fake.start(
+        *SJ, FAKE_CLAUDE_PIDFILE=str(fake.pidfile), POCKET_AGENT_RUN_ID="run-under-test"
+    )
+    run.send("fake:ignore_term_child")
+    assert run.line()["subtype"] == "init"
+    started = run.line()
+    (pid,) = fake.child_pids()
+    assert text_of(started) == f"started {pid}"
+    assert os.getpgid(pid) == run.pid and os.getsid(pid) == os.getsid(run.pid)
+    assert MARKER in environ_of(pid)
+    os.kill(run.pid, signal.SIGINT)  # the fake itself reacts as usual...
+    assert text_of(run.line()) == INTERRUPTED
+    assert run.line()["is_error"] is True
+    assert run.wait() == 1
+    os.kill(pid, signal.SIGINT)  # ...its child does not
+    os.kill(pid, signal.SIGTERM)
+    assert not wait_gone(pid, timeout=0.3)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid)
+
+
+def test_double_fork_grandchild_escapes_the_fake(fake: Env) -> None:
+    run = fake.start(
+        *SJ, FAKE_CLAUDE_PIDFILE=str(fake.pidfile), POCKET_AGENT_RUN_ID="run-under-test"
+    )
+    run.send("fake:double_fork")
+    assert run.line()["subtype"] == "init"
+    started = run.line()
+    (pid,) = fake.child_pids()
+    assert text_of(started) == f"started {pid}"
+    # Reparented away (the middle process is gone), in a session of its own.
+    assert int(stat_of(pid)[1]) != run.pid
+    sid = os.getsid(pid)
+    assert sid == os.getpgid(pid) != pid  # the middle's new session and group
+    assert sid not in (os.getsid(run.pid), os.getsid(0))
+    assert not any(
+        int(stat_of(int(p))[1]) == run.pid
+        for p in os.listdir("/proc")
+        if p.isdigit() and not is_gone(int(p))
+    ), "the fake still has a child"
+    assert MARKER in environ_of(pid)
+    for fd in ("0", "1", "2"):
+        assert os.readlink(f"/proc/{pid}/fd/{fd}") == os.devnull
+    os.kill(run.pid, signal.SIGINT)  # the fake lost track of it: SIGINT leaves it running
+    assert text_of(run.line()) == INTERRUPTED
+    assert run.line()["is_error"] is True
+    assert run.wait() == 0
+    assert run.rest() == []
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    assert not wait_gone(pid, timeout=0.3)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid)
+
+
+def test_children_inherit_the_whole_environment(fake: Env) -> None:
+    run = fake.start(
+        *SJ, FAKE_CLAUDE_PIDFILE=str(fake.pidfile), POCKET_AGENT_RUN_ID="run-under-test"
+    )
+    run.send("fake:tree")
+    run.line(), run.line(), run.line()
+    for pid in fake.child_pids():
+        assert MARKER in environ_of(pid)
+        assert f"HOME={fake.home}" in environ_of(pid)
+
+
+def test_flood_one_line(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("fake:flood:3000000")
+    assert run.line()["subtype"] == "init"
+    assert text_of(run.line()) == "flooding 3000000 bytes"
+    raw = run.raw_line()
+    assert raw == b"x" * 2_999_999 + b"\n"
+    result = run.line()
+    assert (result["type"], result["result"], result["is_error"]) == (
+        "result",
+        "flooded 3000000 bytes",
+        False,
+    )
+    run.close_stdin()
+    assert run.wait() == 0
+    assert run.rest() == []
+
+
+def test_flood_lines(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("fake:flood:1000050:1000")
+    run.line()
+    assert text_of(run.line()) == "flooding 1000050 bytes"
+    raws = [run.raw_line() for _ in range(1000)]
+    assert all(raw is not None for raw in raws)
+    sizes = [len(raw) for raw in raws if raw is not None]
+    assert sizes == [1000] * 999 + [1050]
+    assert {json.loads(raw)["type"] for raw in raws if raw is not None} == {"flood"}
+    assert run.line()["result"] == "flooded 1000050 bytes"
+    run.close_stdin()
+    assert run.wait() == 0
+
+
+@pytest.mark.parametrize("arg", ["0", "3:1", "100:10", "100:200", "100:64:loud"])
+def test_flood_bad_arguments(fake: Env, arg: str) -> None:
+    done = fake.run(*SJ, stdin=user_line(f"fake:flood:{arg}"))
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["type"] == "result" and result["is_error"] is True
+    assert "bad scenario" in result["errors"][0]
+    assert done.returncode == 1
+
+
+class Drain:
+    """Reads a flood off the fake's stdout as fast as it comes, keeping only its head
+    and tail, so gigabytes cost no memory."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], keep: int = 1 << 16) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.keep = keep
+        self.head = b""
+        self.tail = b""
+        self.total = 0
+        self.flooding = threading.Event()  # the flood's bytes are coming
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while chunk := os.read(self.fd, 1 << 20):
+            self.total += len(chunk)
+            if len(self.head) < self.keep:
+                self.head += chunk[: self.keep - len(self.head)]
+                if b"flooding" in self.head and b"x" * 1024 in self.head:
+                    self.flooding.set()
+            self.tail = (self.tail + chunk)[-self.keep :]
+
+
+def start_flood(fake: Env, scenario: str) -> tuple[subprocess.Popen[bytes], Drain]:
+    proc = subprocess.Popen(
+        [str(FAKE_CLAUDE), *SJ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=fake.env(),
+        cwd=fake.cwd,
+        start_new_session=True,
+    )
+    fake.pids.append(proc.pid)
+    drain = Drain(proc)
+    assert proc.stdin is not None
+    proc.stdin.write(user_line(scenario))
+    proc.stdin.flush()
+    assert drain.flooding.wait(TIMEOUT), drain.head
+    return proc, drain
+
+
+def test_flood_sigint_ends_the_cut_line_and_interrupts(fake: Env) -> None:
+    proc, drain = start_flood(fake, f"fake:flood:{1 << 40}")  # a TiB: never done in time
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=TIMEOUT) == 0
+        drain.thread.join(TIMEOUT)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+    lines = drain.tail.split(b"\n")
+    assert lines[-1] == b""
+    interrupted, result = json.loads(lines[-3]), json.loads(lines[-2])
+    assert text_of(interrupted) == INTERRUPTED
+    assert result["type"] == "result" and result["is_error"] is True
+    assert set(lines[-4]) == {ord("x")}  # the flood line, cut short and ended
+    assert drain.total < 1 << 40
+
+
+def test_flood_deaf_ignores_sigint_but_not_sigterm(fake: Env) -> None:
+    proc, _drain = start_flood(fake, f"fake:flood:{1 << 40}:65536:deaf")
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.3)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == -signal.SIGTERM
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+
+
+def test_version_hang(fake: Env) -> None:
+    proc = subprocess.Popen(
+        [str(FAKE_CLAUDE), "--version"],
+        stdout=subprocess.PIPE,
+        env=fake.env(FAKE_CLAUDE_VERSION_HANG="1", FAKE_CLAUDE_PIDFILE=str(fake.pidfile)),
+        cwd=fake.cwd,
+    )
+    fake.pids.append(proc.pid)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        assert not ready, "--version answered"
+        assert fake.pidfile.read_text() == f"{proc.pid}\n"
+        os.kill(proc.pid, signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == -signal.SIGTERM
+        assert proc.stdout.read() == b""
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -28,11 +28,11 @@ def run_server(argv: Sequence[str]) -> int:
     from twisted.internet import reactor
 
     service = build_service(options.config, reactor, stdout=sys.stdout)
+    exit_cleanly_on_signals(reactor, service)  # before start-up: see its docstring
     # Listen now, before the reactor runs: a taken port or a locked data dir ends
     # the process here with one line (StartupError is a SystemExit).
     service.privilegedStartService()
     reactor.callWhenRunning(service.startService)
-    reactor.callWhenRunning(exit_cleanly_on_signals, reactor, service)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
     return 0

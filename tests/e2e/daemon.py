@@ -404,3 +404,136 @@ def connect(daemon: Daemon, **kwargs: Any) -> Client:
         client.close()
         raise
     return client
+
+
+# ------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A process identified by pid *and* start time (``/proc/<pid>/stat`` field 22), so
+    a pid the kernel has handed to somebody else never passes for it."""
+
+    def __init__(self, pid: int, starttime: int) -> None:
+        self.pid = pid
+        self.starttime = starttime
+
+    @classmethod
+    def of(cls, pid: int) -> Proc | None:
+        """The process now running under ``pid``; None when there is none (or a zombie)."""
+        stat = proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            return None
+        return cls(pid, int(stat[19]))
+
+    def state(self) -> str | None:
+        """Its state letter (``Z`` for a zombie), None once it is gone or the pid reused."""
+        stat = proc_stat(self.pid)
+        if stat is None or int(stat[19]) != self.starttime:
+            return None
+        return stat[0]
+
+    def gone(self) -> bool:
+        """Neither alive nor a zombie."""
+        return self.state() in (None, "X")
+
+    def kill(self) -> None:
+        """SIGKILL, only while it is still this very process."""
+        if self.state() not in (None, "Z", "X"):
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def __repr__(self) -> str:
+        return f"Proc({self.pid}, state={self.state()!r})"
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name ([0] state, [1] ppid,
+    [2] pgrp, [19] start time), or None when there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2 :].decode().split()
+
+
+def proc_environ(pid: int) -> list[str]:
+    """The environment a process was started with ([] when unreadable, e.g. a zombie)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return []
+    return raw.decode("utf-8", "replace").split("\0")
+
+
+def processes_with_env(entry: str, exclude: Sequence[int] = ()) -> list[int]:
+    """Pids of the live processes whose environment holds ``entry`` ("NAME=value")."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in exclude and entry in proc_environ(int(name)):
+            found.append(int(name))
+    return found
+
+
+def wait_gone(procs: Sequence[Proc], timeout: float, interval: float = 0.01) -> list[Proc]:
+    """Poll until every process is gone (no event tells us when a foreign process has
+    exited); returns those still there at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in procs if not p.gone()]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(interval)
+
+
+def read_pids(path: Path) -> list[int]:
+    """The pids in a FAKE_CLAUDE_PIDFILE ([] before the first one is written)."""
+    try:
+        return [int(word) for word in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file such as FAKE_CLAUDE_LOG ([] before it exists)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class FakeClaudeRig:
+    """The environment that runs the daemon with the fake claude (tests/fake_claude),
+    its pid file and invocation log, and a ``/proc`` scan for every process that
+    environment reached: FAKE_CLAUDE_PIDFILE=<this rig's file> is inherited by the
+    daemon, each claude it starts (``--version`` probes included) and their children."""
+
+    def __init__(self, base: Path, extra: Mapping[str, str] | None = None) -> None:
+        from tests.fake_claude import FAKE_CLAUDE
+
+        self.pidfile = base / "fake-claude.pids"
+        self.log = base / "fake-claude.jsonl"
+        self.marker = f"FAKE_CLAUDE_PIDFILE={self.pidfile}"
+        self.env = {
+            "PA_CLAUDE_BINARY": str(FAKE_CLAUDE),
+            "PATH": f"{BIN_DIR}:{os.environ.get('PATH', '')}",
+            "FAKE_CLAUDE_PIDFILE": str(self.pidfile),
+            "FAKE_CLAUDE_LOG": str(self.log),
+            **(extra or {}),
+        }
+
+    def run_pids(self) -> list[int]:
+        """Pids of the fake's run invocations (with -p), oldest first."""
+        return [int(r["pid"]) for r in read_jsonl(self.log) if "-p" in r["argv"]]
+
+    def strays(self, exclude: Sequence[int] = ()) -> list[int]:
+        """Live processes carrying this rig's environment, ``exclude`` (daemons) aside."""
+        return processes_with_env(self.marker, exclude)
+
+    def kill_strays(self, exclude: Sequence[int] = ()) -> None:
+        for pid in self.strays(exclude):
+            proc = Proc.of(pid)
+            if proc is not None:
+                proc.kill()
