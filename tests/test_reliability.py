@@ -252,3 +252,27 @@ def test_a_run_whose_end_was_written_is_not_closed_twice(
     ends = [m for m in history_of(second, client, pid) if m["type"] == "execution_finished"]
     assert [e["outcome"] for e in ends] == ["success"]
     assert not (second.config.data_dir / "projects" / pid / LIVE_RUN).exists()
+
+
+def test_a_pending_end_is_written_before_the_next_runs_records(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Space came back but the retry has not run yet: the next execute writes the old
+    run's end first, so the history never shows a run starting inside another."""
+    pid, [client] = setup(harness)
+    disk = FullDisk(harness, pid, monkeypatch)
+    process, replies = start(harness, client, pid)
+    first_run = next(m["data"]["run_id"] for m in replies if m["type"] == "execute")
+    disk.full = True
+    process.emit(INIT)
+    process.exit(1)  # its execution_finished cannot be written either
+    disk.full = False
+    start(harness, client, pid)
+    lines = [json.loads(line) for line in harness.app.registry.history(pid).iter_all()]
+    types = [(line["run_id"], line["message"]["type"]) for line in lines]
+    end = types.index((first_run, "execution_finished"))
+    assert types[end + 1][1] == "user_prompt" and types[end + 1][0] != first_run
+    harness.clock.advance(RETRY_INTERVAL)  # nothing left to retry: not written twice
+    lines = [json.loads(line) for line in harness.app.registry.history(pid).iter_all()]
+    ends = [x for x in lines if x["message"]["type"] == "execution_finished"]
+    assert [e["run_id"] for e in ends] == [first_run]

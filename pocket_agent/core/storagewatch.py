@@ -90,6 +90,14 @@ class StorageWatch:
         self._pending[key] = write
         self._start_retrying()
 
+    def flush(self, key: str) -> None:
+        """Write what waits under ``key`` now (OSError if it still cannot be written):
+        a project's next Record must not overtake its pending end."""
+        write = self._pending.get(key)
+        if write is not None:
+            write()
+            del self._pending[key]
+
     def retry(self) -> bool:
         """One attempt: the probe, then every waiting write. True when all succeeded."""
         try:

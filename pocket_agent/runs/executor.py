@@ -56,6 +56,11 @@ TreeFactory = Callable[[int], ProcessTree]
 SERVER_CRASH = "server_crash"
 
 
+def pending_end(project_id: str) -> str:
+    """The storage watch's key for a run's end that waits for space."""
+    return f"end:{project_id}"
+
+
 class Executor:
     log = Logger()
 
@@ -185,6 +190,7 @@ class Executor:
         previous = (project.error_details, project.last_active)
         written: list[Record] = []
         try:
+            self.storage.flush(pending_end(project.id))
             recorder.live.write(LiveRun(recorder.run_id or "", self.clock.seconds(), boot_id()))
             project.error_details = None
             project.last_active = self.registry.now()
@@ -235,6 +241,7 @@ class Executor:
         old = project.session_id
         data = {"type": "session_reset", "old_session_id": old}
         try:
+            self.storage.flush(pending_end(project.id))
             project.session_id = None
             self.registry.save(project)
             record = RunRecorder(self, project, None).store("server", data)
@@ -356,7 +363,7 @@ class Executor:
         except OSError as e:
             record = None
             self.storage.failed(project.id, e)
-            self.storage.later(f"end:{project.id}", lambda: recorder.finish_later(end))
+            self.storage.later(pending_end(project.id), lambda: recorder.finish_later(end))
         if record is not None:
             recorder.publish(record)
         self.bus.emit(RunFinished(project.id, result))
@@ -435,6 +442,8 @@ class RunRecorder:
 
     def finish_later(self, end: dict[str, Any]) -> None:
         """The storage watch's retry of an end that could not be written at the time."""
+        if self.executor.registry.find(self.project.id) is not self.project:
+            return  # deleted meanwhile: nothing to close
         self.publish(self.store("server", end))
         self.executor.registry.history(self.project.id).sync()
         self.live.remove()
