@@ -276,3 +276,32 @@ def test_a_pending_end_is_written_before_the_next_runs_records(
     lines = [json.loads(line) for line in harness.app.registry.history(pid).iter_all()]
     ends = [x for x in lines if x["message"]["type"] == "execution_finished"]
     assert [e["run_id"] for e in ends] == [first_run]
+
+
+@pytest.mark.parametrize("live_file", ["missing", "damaged"])
+def test_a_cut_off_run_without_a_usable_live_file_is_closed_from_the_history(
+    make_harness: Callable[..., Harness], live_file: str
+) -> None:
+    """A crash before the live-run file existed, a server older than it, a torn file:
+    the history's last Record belongs to a run with no end, and that is enough."""
+    first = make_harness()
+    pid, [client] = setup(first)
+    process, replies = start(first, client, pid)
+    run_id = next(m["data"]["run_id"] for m in replies if m["type"] == "execute")
+    process.emit(INIT, TEXT)
+    path = first.config.data_dir / "projects" / pid / LIVE_RUN
+    if live_file == "missing":
+        path.unlink()
+    else:
+        path.write_text("{not json")
+    crash(first)
+
+    second = make_harness()
+    client = second.hello()[0]
+    end = history_of(second, client, pid)[-1]
+    assert (end["type"], end["run_id"], end["reason"]) == (
+        "execution_finished",
+        run_id,
+        "server_crash",
+    )
+    assert not path.exists()

@@ -32,6 +32,7 @@ from pocket_agent.core.projects import Project
 from pocket_agent.core.registry import ProjectRegistry
 from pocket_agent.core.storagewatch import StorageWatch, describe
 from pocket_agent.history import Query, Record
+from pocket_agent.times import parse_time
 
 from .command import apply_policy, build_argv, build_env, find_binary, printable_argv
 from .events import (
@@ -288,17 +289,26 @@ class Executor:
 
     def close_crashed_runs(self, wait: Callable[[float], None] = time.sleep) -> list[CrashedRun]:
         """Before listening: end what runs cut off by a crash left running (the §5
-        escalation) and give each its ``execution_finished`` (killed, server_crash)."""
+        escalation) and give each its ``execution_finished`` (killed, server_crash).
+
+        A run is cut off when its project has a ``live-run.json``, or when the last
+        Record of the history belongs to a run and is not its end (nothing is recorded
+        after a run's end): the latter also closes runs cut off before the live-run
+        file was written, or by a server older than it."""
         closed = []
         grace = max(self.config.timeouts.kill_grace, 0.1)
         for project in self.registry.all():
             live_file = LiveRunFile(self.registry.store.project_dir(project.id))
             live = live_file.read()
-            if live is None:
+            unfinished = self._unfinished_run(project)
+            if live is None and unfinished is None:
                 continue
+            if live is None or not live.run_id:  # none, or damaged: what the history says
+                run_id, last_at = unfinished or ("", self.clock.seconds())
+                live = LiveRun(run_id, last_at, None)
             swept = sweep(live, grace, wait=wait)
-            recorded = False
-            if live.run_id and not self._has_ended(project, live.run_id):
+            recorded = unfinished is not None and unfinished[0] == live.run_id
+            if recorded:
                 result = RunResult(
                     run_id=live.run_id,
                     outcome=Outcome.KILLED,
@@ -315,20 +325,27 @@ class Executor:
                     recorder.store("server", {"type": "execution_finished", **result.as_record()})
                 )
                 self.registry.history(project.id).sync()
-                recorded = True
             live_file.remove()
             closed.append(CrashedRun(project.id, live.run_id, swept, recorded))
         return closed
 
-    def _has_ended(self, project: Project, run_id: str) -> bool:
-        """Nothing is recorded after a run's end, so its end is the last Record if any."""
+    def _unfinished_run(self, project: Project) -> tuple[str, float] | None:
+        """(run id, time of its last Record) when the history's last Record belongs to
+        a run that has no end."""
         page = self.registry.history(project.id).query(Query(limit=1))
         if not page.lines:
-            return False
-        message = json.loads(page.lines[-1]).get("message", {})
-        return bool(
-            message.get("type") == "execution_finished" and message.get("run_id") == run_id
-        )
+            return None
+        last = json.loads(page.lines[-1])
+        run_id = last.get("run_id")
+        if not isinstance(run_id, str) or last.get("message", {}).get("type") == (
+            "execution_finished"
+        ):
+            return None
+        try:
+            at = parse_time(last.get("timestamp")).timestamp()
+        except ValueError:
+            at = self.clock.seconds()
+        return run_id, at
 
     # -------------------------------------------------------------- from a run
 
