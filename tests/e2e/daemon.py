@@ -537,3 +537,13 @@ class FakeClaudeRig:
             proc = Proc.of(pid)
             if proc is not None:
                 proc.kill()
+
+
+def said(message: dict[str, Any]) -> str:
+    """The text of an agent_message carrying an assistant line, else ""."""
+    if message.get("type") != "agent_message":
+        return ""
+    line = message["data"]["message"]
+    if line.get("type") != "assistant":
+        return ""
+    return "".join(b.get("text", "") for b in line["message"]["content"] if b["type"] == "text")

@@ -80,6 +80,17 @@ def join(client: Client, pid: str) -> None:
     client.backlog.clear()
 
 
+def start_with_project(
+    daemons: DaemonPool, root: Path, home: Path, env: dict[str, str]
+) -> tuple[Daemon, Client, str]:
+    (root / "config.yaml").write_text(CONFIG)
+    daemon = daemons.start(root, home, env=env)
+    (home / "app").mkdir()
+    client = connect(daemon)
+    reply = client.request("project_create", {"path": str(home / "app")}, request_id="c")
+    return daemon, client, str(reply["project_id"])
+
+
 @pytest.fixture
 def seen() -> Iterator[dict[int, Proc]]:
     """What the runs started; anything still alive at teardown is SIGKILLed by pid."""
@@ -97,13 +108,7 @@ def test_sigkills_at_random_points_lose_nothing_and_leave_nothing_running(
 ) -> None:
     rng = random.Random(SEED)
     env = fake_env(tmp_path)
-    (root / "config.yaml").write_text(CONFIG)
-    daemon = daemons.start(root, home, env=env)
-    (home / "app").mkdir()
-    client = connect(daemon)
-    pid = client.request("project_create", {"path": str(home / "app")}, request_id="c")[
-        "project_id"
-    ]
+    daemon, client, pid = start_with_project(daemons, root, home, env)
     received: dict[int, dict[str, Any]] = {}  # every Record a client was sent
     cut_runs = []
     for i in range(KILLS):
@@ -147,13 +152,7 @@ def test_what_ignores_sigterm_is_killed_by_the_sweep(
 ) -> None:
     """The fake and both children ignore SIGINT and SIGTERM: the sweep must escalate."""
     env = fake_env(tmp_path)
-    (root / "config.yaml").write_text(CONFIG)
-    daemon = daemons.start(root, home, env=env)
-    (home / "app").mkdir()
-    client = connect(daemon)
-    pid = client.request("project_create", {"path": str(home / "app")}, request_id="c")[
-        "project_id"
-    ]
+    daemon, client, pid = start_with_project(daemons, root, home, env)
     join(client, pid)
     client.send("execute", {"prompt": "fake:stubborn"}, project_id=pid, request_id="x")
     client.expect("execute")

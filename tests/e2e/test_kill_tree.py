@@ -34,6 +34,7 @@ from .daemon import (
     proc_environ,
     proc_stat,
     read_pids,
+    said,
     wait_gone,
 )
 
@@ -90,16 +91,6 @@ def scene(daemons: DaemonPool, root: Path, home: Path) -> Iterator[Scene]:
 def project(scene: Scene, client: Client) -> str:
     reply = client.request("project_create", {"path": str(scene.project_dir)}, request_id="c")
     return str(reply["project_id"])
-
-
-def said(message: dict[str, Any]) -> str:
-    """The text of an agent_message carrying an assistant line, else ""."""
-    if message.get("type") != "agent_message":
-        return ""
-    line = message["data"]["message"]
-    if line.get("type") != "assistant":
-        return ""
-    return "".join(b.get("text", "") for b in line["message"]["content"] if b["type"] == "text")
 
 
 def describe(proc: Proc) -> str:

@@ -29,6 +29,7 @@ from .daemon import (
     Proc,
     read_jsonl,
     read_pids,
+    said,
     wait_gone,
 )
 
@@ -102,15 +103,6 @@ def exit_status(daemon: Daemon) -> int:
 def assert_clean_output(scene: Scene, daemon: Daemon) -> None:
     assert TRACEBACK not in daemon.output(), daemon.output()
     assert TRACEBACK not in scene.server_log, scene.server_log
-
-
-def said(message: dict[str, Any]) -> str:
-    if message.get("type") != "agent_message":
-        return ""
-    line = message["data"]["message"]
-    if line.get("type") != "assistant":
-        return ""
-    return "".join(b.get("text", "") for b in line["message"]["content"] if b["type"] == "text")
 
 
 def project(scene: Scene, client: Client) -> str:
