@@ -139,6 +139,8 @@ class DomainService(Service):
         done: Deferred[Any] = DeferredList(waits)
 
         def finish(result: object) -> None:
+            if not self.executor.storage.ok:
+                self.executor.storage.retry()  # a run's end waiting for space: one last try
             self.executor.storage.stop()
             for timer in timers:
                 if timer.active():

@@ -9,6 +9,7 @@ whole HTTP upgrade, framing and closing handshake run byte for byte, synchronous
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,11 @@ class Client:
 class FakeProcess:
     """What the run engine sees of a spawned claude; the test plays claude's part."""
 
+    def workdir(self) -> str:
+        """Where claude would run: the directory the server hands it as fd 3."""
+        assert self.path == "/proc/self/fd/3" and self.child_fds is not None
+        return os.readlink(f"/proc/self/fd/{self.child_fds[3]}")
+
     def __init__(
         self, protocol: Any, executable: str, args: list[str], env: Any, path: Any
     ) -> None:
@@ -137,6 +143,7 @@ class FakeProcess:
         self.args = args
         self.env = env
         self.path = path
+        self.child_fds: dict[int, Any] | None = None
         self.pid = 4242 + id(self) % 1000
         self.stdin = b""
         self.stdin_closed = False
@@ -226,6 +233,7 @@ class ProcessReactor(MemoryReactorClock):
         if self.spawn_error is not None:
             raise self.spawn_error
         process = FakeProcess(protocol, executable, list(args), env, path)
+        process.child_fds = kw.get("childFDs")
         self.processes.append(process)
         if self.exit_at_spawn is not None:
             process.exit(self.exit_at_spawn)

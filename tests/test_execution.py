@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -90,8 +89,9 @@ def test_command_line_env_and_cwd(harness: Harness) -> None:
     assert process.args == argv
     assert process.executable == argv[0]
     # claude starts in the directory the server holds open (checked at this run)
-    assert process.path.startswith(f"/proc/{os.getpid()}/fd/")
-    assert os.path.realpath(process.path) == str(harness.home / "app")
+    assert process.child_fds is not None
+    assert [process.child_fds[fd] for fd in (0, 1, 2)] == ["w", "r", "r"]
+    assert process.workdir() == str(harness.home / "app")
     assert process.env["PWD"] == str(harness.home / "app")
     assert process.env["POCKET_AGENT_RUN_ID"] == run_id  # marks everything the run starts
     assert process.env["NO_COLOR"] == "1"

@@ -928,3 +928,35 @@ def test_overlapping_files_page_every_seq_exactly_once(
     again = make(tmp, count=count, compress=compress)
     assert every_seq(again, limit) == (list(range(1, n + 1)), list(range(1, n + 1)))
     assert again.append(None, "server", {}).seq == n + 1
+
+
+def test_a_failed_rotation_neither_loses_the_record_nor_stops_appends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line is written, then the rotation hits a full disk: append returns the
+    Record (the caller must not count it as lost) and the next append still works."""
+    import errno as _errno
+
+    from pocket_agent.history import log as log_module
+
+    clock = Clock()
+    clock.advance(1_800_000_000)
+    rotation = LogRotation(size=10**9, count=3, compress=False, max_age=0)
+    history = History(tmp_path / "logs", clock, rotation, tmp_path / "corrupted")
+    (tmp_path / "logs").mkdir()
+    history.open()
+    real_replace = log_module.os.replace
+    failing = {"on": True}
+
+    def replace(src: Any, dst: Any) -> None:
+        if failing["on"]:
+            raise OSError(_errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(log_module.os, "replace", replace)
+    records = [history.append(None, "server", {"n": i}) for i in range(5)]
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5]
+    failing["on"] = False
+    history.append(None, "server", {"n": 5})  # rotates now
+    assert [json.loads(line)["seq"] for line in history.iter_all()] == [1, 2, 3, 4, 5, 6]
+    history.close()

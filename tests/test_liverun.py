@@ -41,7 +41,8 @@ ESCAPE = (
 
 @pytest.fixture
 def started() -> Iterator[list[int]]:
-    """Pids the test made; whatever is left is SIGKILLed by pid at teardown."""
+    """Pids the test made; whatever is left is SIGKILLed by pid at teardown, and our own
+    children are reaped (no zombie left for the next test to count)."""
     pids: list[int] = []
     yield pids
     for pid in pids:
@@ -49,6 +50,10 @@ def started() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # not our child (adopted by init), or already reaped
 
 
 def spawn(code: str, run_id: str, started: list[int]) -> subprocess.Popen[str]:
@@ -134,3 +139,27 @@ def test_another_boot_signals_nothing(started: list[int]) -> None:
     live = LiveRun("run-d", 0.0, "another-boot", proc.pid, stat.starttime, stat.pgid)
     assert sweep(live, grace=0.2).found == ()
     assert alive(proc.pid)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"run_id": "r", "started_at": 1e400}',  # inf
+        '{"run_id": "r", "started_at": ' + "9" * 400 + "}",  # too large for a float
+        "[" * 100_000 + "]" * 100_000,  # deeper than the parser goes
+        '{"run_id": "r", "started_at": NaN}',
+    ],
+)
+def test_a_damaged_record_never_stops_start_up(tmp_path: Path, content: str) -> None:
+    (tmp_path / "live-run.json").write_text(content)
+    live = LiveRunFile(tmp_path).read()
+    assert live is not None
+    assert live.started_at == 0.0 or live == LiveRun("", 0.0, None)
+
+
+def test_a_directory_in_its_place_is_damaged_and_removable(tmp_path: Path) -> None:
+    (tmp_path / "live-run.json").mkdir()
+    file = LiveRunFile(tmp_path)
+    assert file.read() == LiveRun("", 0.0, None)
+    file.remove()
+    assert file.read() is None

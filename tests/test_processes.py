@@ -152,3 +152,16 @@ def test_a_double_forked_process_is_found_by_the_run_marker(tmp_path: Path) -> N
     assert ("pid", 300, signal.SIGTERM) in signals.sent
     assert ("group", 300, signal.SIGTERM) in signals.sent
     assert all(target != 301 for _, target, _ in signals.sent)
+
+
+def test_what_died_is_forgotten(tmp_path: Path) -> None:
+    """A long run starts thousands of short processes: only the living are kept."""
+    procs = {100: ("S", 1, 100, 1), 101: ("S", 100, 100, 2), 102: ("S", 100, 100, 3)}
+    proc = fake_proc(tmp_path, procs)
+    tree = ProcessTree(100, 100, proc)
+    assert tree.record() is True
+    assert set(tree.recorded) == {101, 102}
+    (proc / "101" / "stat").unlink()
+    (proc / "101").rmdir()
+    assert tree.record() is False  # nothing new
+    assert set(tree.recorded) == {102}

@@ -70,11 +70,13 @@ def test_the_directory_claude_runs_in_is_the_one_checked(harness: Harness) -> No
     path = harness.home / "app"
     os.rename(path, harness.home / "app-held")
     path.symlink_to("/")
-    assert os.path.realpath(process.path) == str(harness.home / "app-held")
+    assert process.workdir() == str(harness.home / "app-held")
+    assert process.child_fds is not None
+    held = process.child_fds[3]
     process.emit(INIT, RESULT)
     process.exit(0)
-    with pytest.raises(FileNotFoundError):
-        os.stat(process.path)  # closed once the run ended: no descriptor leaks
+    with pytest.raises(OSError):
+        os.fstat(held)  # closed once the run ended: no descriptor leaks
 
 
 # ------------------------------------------------------------------ full disk
@@ -305,3 +307,84 @@ def test_a_cut_off_run_without_a_usable_live_file_is_closed_from_the_history(
         "server_crash",
     )
     assert not path.exists()
+
+
+def test_a_successful_run_whose_end_cannot_be_written_is_an_error(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid, [client] = setup(harness)
+    disk = FullDisk(harness, pid, monkeypatch)
+    process, _ = start(harness, client, pid)
+    process.emit(INIT, TEXT, RESULT)
+    disk.full = True
+    process.exit(0)
+    messages = client.new()
+    assert [m["data"]["outcome"] for m in messages if m["type"] == "execution_finished"] == [
+        "success"
+    ]
+    state = [m["data"] for m in messages if m["type"] == "project_state"][-1]
+    assert state["state"] == "ERROR"
+    assert "could not be recorded yet: No space left" in state["error_details"]
+
+
+def test_a_stored_end_is_never_written_twice(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry stored the end, then fsync failed: the next retry must not add it again."""
+    pid, [client] = setup(harness)
+    disk = FullDisk(harness, pid, monkeypatch)
+    process, _ = start(harness, client, pid)
+    disk.full = True
+    process.emit(INIT)
+    process.exit(1)
+    disk.full = False
+    history = harness.app.registry.history(pid)
+    sync = history.sync
+    calls = {"n": 0}
+
+    def failing_sync() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(errno.EIO, "Input/output error")
+        sync()
+
+    monkeypatch.setattr(history, "sync", failing_sync)
+    for _ in range(3):
+        harness.clock.advance(RETRY_INTERVAL)
+    lines = [json.loads(line) for line in history.iter_all()]
+    assert [x["message"]["type"] for x in lines].count("execution_finished") == 1
+
+
+def test_a_full_disk_at_start_up_does_not_keep_the_server_down(
+    make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash and a full disk often come together: the server must still start, and
+    close the cut-off run once space is back."""
+    from pocket_agent.history import History
+
+    first = make_harness()
+    pid, [client] = setup(first)
+    process, _ = start(first, client, pid)
+    process.emit(INIT, TEXT)
+    crash(first)
+
+    append = History.append
+    full = {"on": True}
+
+    def failing_append(self: History, *args: Any, **kwargs: Any) -> Any:
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return append(self, *args, **kwargs)
+
+    monkeypatch.setattr(History, "append", failing_append)
+    second = make_harness()  # starts: no exception
+    storage = second.app.executor.storage
+    assert second.app.health.report()["status"] == "degraded"
+    assert (second.config.data_dir / "projects" / pid / LIVE_RUN).exists()
+    full["on"] = False
+    second.clock.advance(RETRY_INTERVAL)
+    assert storage.ok
+    client = second.hello()[0]
+    end = history_of(second, client, pid)[-1]
+    assert (end["type"], end["reason"]) == ("execution_finished", "server_crash")
+    assert not (second.config.data_dir / "projects" / pid / LIVE_RUN).exists()

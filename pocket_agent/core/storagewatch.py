@@ -18,6 +18,8 @@ from pathlib import Path
 import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .errors import DomainError
 from .events import Event, EventBus, ProjectEvent
@@ -58,6 +60,8 @@ Retry = Callable[[], None]  # a write that waits for space; raises OSError while
 
 
 class StorageWatch:
+    log = Logger()
+
     def __init__(self, data_dir: Path, clock: IReactorTime, bus: EventBus) -> None:
         self.data_dir = data_dir
         self.clock = clock
@@ -103,7 +107,13 @@ class StorageWatch:
         try:
             self._probe()
             for key, write in list(self._pending.items()):
-                write()
+                try:
+                    write()
+                except OSError:
+                    raise
+                except Exception:
+                    # A bug in a waiting write must not stop the retries of the others.
+                    self.log.failure("A write waiting for storage failed", key=key)
                 del self._pending[key]
         except OSError as e:
             if self.reason is None:
@@ -127,9 +137,15 @@ class StorageWatch:
 
     def _start_retrying(self) -> None:
         if self._loop is None:
-            self._loop = LoopingCall(self.retry)
-            self._loop.clock = self.clock
-            self._loop.start(RETRY_INTERVAL, now=False)
+            loop = self._loop = LoopingCall(self.retry)
+            loop.clock = self.clock
+
+            def died(failure: Failure) -> None:
+                self.log.failure("The storage retry stopped", failure)
+                if self._loop is loop:
+                    self._loop = None  # the next failure starts it again
+
+            loop.start(RETRY_INTERVAL, now=False).addErrback(died)
 
     def _probe(self) -> None:
         path = self.data_dir / PROBE

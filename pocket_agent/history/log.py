@@ -103,6 +103,7 @@ class History:
         self.repair = Repair()
         self._floor = 0
         self._uncompressible: set[str] = set()
+        self._rotation_failing = False
 
     # ---------------------------------------------------------------- open/close
 
@@ -176,8 +177,31 @@ class History:
             self._sync_call = self.clock.callLater(self.sync_interval, self.sync)
         record = Record(seq, timestamp, run_id, direction, message, line)
         if self._size >= self.rotation.size or self._current_records >= self.rotation.count:
-            self.rotate()
+            self._rotate_after_append()
         return record
+
+    def _rotate_after_append(self) -> None:
+        """The Record is stored: a rotation that fails (a full disk) must not make the
+        caller believe it is not, nor lose the current file. Tried again at the next
+        append; logged once until it succeeds."""
+        try:
+            self.rotate()
+        except OSError:
+            if not self._rotation_failing:
+                self.log.failure("Rotating the history in {dir} failed", dir=str(self.directory))
+            self._rotation_failing = True
+            self._reopen()
+        else:
+            self._rotation_failing = False
+
+    def _reopen(self) -> None:
+        """After a failed rotation: appends go on into a current file, whatever step
+        of the rotation failed (a stale index is rebuilt at the next start)."""
+        if self._file is None or self._file.closed:
+            self._file = open(self.path, "ab", buffering=0)
+            self._size = self._file.tell()
+        if self._chunks_file is None or self._chunks_file.closed:
+            self._chunks_file = open(self.directory / CHUNKS, "ab")
 
     def _write_all(self, data: bytes) -> None:
         """The whole line or nothing: a partial write is cut off again before raising,
@@ -240,11 +264,11 @@ class History:
         # From here on the rename has happened: whatever fails next, the history must
         # go on with a fresh current file (a stale index is rebuilt at the next start).
         self.segments.append(segment)
-        self._file = open(self.path, "ab", buffering=0)
-        self._chunks_file = open(self.directory / CHUNKS, "wb")
         self._size = 0
         self._chunks = ChunkBuilder()
         self._first = self._last = None
+        self._file = open(self.path, "ab", buffering=0)
+        self._chunks_file = open(self.directory / CHUNKS, "wb")
         try:
             write_index(self.directory / INDEX, self.segments, self.last_seq)
             fsync_dir(self.directory)

@@ -13,6 +13,7 @@ observer: the hub hands it to each follower in seq order.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -118,36 +119,39 @@ class Executor:
             options, claude.allow_dangerous_options, self.registry.policy.resolve
         )
         binary = find_binary(claude.binary, self.environ.get("PATH"))
-        workdir = self._open_workdir(project)
         run_id = str(uuid.uuid4())
         argv = build_argv(binary, claude, options, project.session_id)
         env = build_env(claude, self.environ)
         env[MARKER] = run_id  # inherited by everything the run starts (see runs.tree)
         env["PWD"] = str(project.path)
-        recorder = RunRecorder(self, project, run_id, workdir)
+        timeouts = self.config.timeouts
+        workdir = self._open_workdir(project)  # last check: from here it must be closed
         try:
+            recorder = RunRecorder(self, project, run_id, workdir)
             first = self._begin(project, recorder, prompt, options, argv)
+            run = Run(
+                RunCore(
+                    run_id,
+                    prompt,
+                    argv,
+                    env,
+                    workdir.spawn_path,
+                    self.clock,
+                    self.spawner,
+                    # A zero grace would never arm the escalation; a tenth of a second
+                    # still gives claude its chance to answer SIGINT.
+                    Timeouts(
+                        timeouts.execution, timeouts.no_output, max(timeouts.kill_grace, 0.1)
+                    ),
+                    recorder,
+                    self.setsid,
+                    self.tree_factory,
+                    child_fds=workdir.child_fds(),
+                )
+            )
         except BaseException:
             workdir.close()
             raise
-        timeouts = self.config.timeouts
-        run = Run(
-            RunCore(
-                run_id,
-                prompt,
-                argv,
-                env,
-                workdir.spawn_path,
-                self.clock,
-                self.spawner,
-                # A zero grace would never arm the escalation; a tenth of a second still
-                # gives claude its chance to answer SIGINT.
-                Timeouts(timeouts.execution, timeouts.no_output, max(timeouts.kill_grace, 0.1)),
-                recorder,
-                self.setsid,
-                self.tree_factory,
-            )
-        )
         project.run = run
         self.hub.follow(cause.connection_id, project_id)
         self.bus.emit(ProjectChanged(self.hub.snapshot(project)))
@@ -190,9 +194,11 @@ class Executor:
         run with STORAGE_ERROR; a Record already written is still published."""
         previous = (project.error_details, project.last_active)
         written: list[Record] = []
+        live_written = False
         try:
             self.storage.flush(pending_end(project.id))
             recorder.live.write(LiveRun(recorder.run_id or "", self.clock.seconds(), boot_id()))
+            live_written = True
             project.error_details = None
             project.last_active = self.registry.now()
             self.registry.save(project)
@@ -211,7 +217,8 @@ class Executor:
             written.append(recorder.store("server", started))
         except OSError as e:
             project.error_details, project.last_active = previous
-            recorder.live.remove_quietly()
+            if live_written:  # else it may still be the previous run's, waiting for its end
+                recorder.live.remove_quietly()
             for record in written:
                 recorder.publish(record)
             raise self.storage.failed(project.id, e) from None
@@ -321,11 +328,23 @@ class Executor:
                     reason=SERVER_CRASH,
                 )
                 recorder = RunRecorder(self, project, live.run_id)
-                recorder.publish(
-                    recorder.store("server", {"type": "execution_finished", **result.as_record()})
-                )
+                end = {"type": "execution_finished", **result.as_record()}
+                try:
+                    recorder.publish(recorder.store("server", end))
+                except OSError as e:
+                    # A full disk must not keep the server down: the end waits for space
+                    # (with the live-run file, should the server stop before that).
+                    self.storage.failed(project.id, e)
+                    self.storage.later(
+                        pending_end(project.id), functools.partial(recorder.finish_later, end)
+                    )
+                    closed.append(CrashedRun(project.id, live.run_id, swept, False))
+                    continue
+            try:
                 self.registry.history(project.id).sync()
-            live_file.remove()
+                live_file.remove()
+            except OSError as e:
+                self.storage.failed(project.id, e)
             closed.append(CrashedRun(project.id, live.run_id, swept, recorded))
         return closed
 
@@ -367,6 +386,7 @@ class Executor:
         try:
             self._report_end(project, result, recorder)
         finally:
+            recorder.close()
             if project.run is not None and project.run.run_id == result.run_id:
                 project.run = None
                 project.error_details = "the end of the run could not be recorded"
@@ -391,6 +411,9 @@ class Executor:
                 f"{result.error or 'the history could not be written'}; "
                 f"{recorder.lost} records of this run were not stored"
             )
+        elif record is None:
+            reason = self.storage.reason or "the data directory refused the write"
+            project.error_details = f"the end of the run could not be recorded yet: {reason}"
         project.last_active = self.registry.now()
         project.run = None
         recorder.close()
@@ -462,8 +485,16 @@ class RunRecorder:
         if self.executor.registry.find(self.project.id) is not self.project:
             return  # deleted meanwhile: nothing to close
         self.publish(self.store("server", end))
-        self.executor.registry.history(self.project.id).sync()
-        self.live.remove()
+        # Stored: from here nothing may make the storage watch write it again.
+        try:
+            self.executor.registry.history(self.project.id).sync()
+            self.live.remove()
+        except OSError:
+            self.executor.log.warn(
+                "The end of run {run_id} is written but not yet synced",
+                run_id=self.run_id,
+                project_id=self.project.id,
+            )
 
     def close(self) -> None:
         if self.workdir is not None:

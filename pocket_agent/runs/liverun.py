@@ -14,7 +14,9 @@ the same boot), so a pid the kernel has since given to somebody else is left alo
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -68,6 +70,8 @@ class LiveRun:
         if any(v is not None and type(v) is not int for v in ints.values()):
             raise ValueError("bad pid fields")
         started = data.get("started_at")
+        if not isinstance(started, int | float) or not math.isfinite(started):
+            started = 0.0
         descendants = data.get("descendants", [])
         if not isinstance(descendants, list) or not all(
             isinstance(d, list) and len(d) == 2 and all(type(x) is int for x in d)
@@ -77,7 +81,7 @@ class LiveRun:
         boot = data.get("boot_id")
         return cls(
             run_id=data["run_id"],
-            started_at=float(started) if isinstance(started, int | float) else 0.0,
+            started_at=float(started),
             boot_id=boot if isinstance(boot, str) else None,
             pid=ints["pid"],
             starttime=ints["starttime"],
@@ -95,6 +99,9 @@ class LiveRun:
         )
 
 
+DAMAGED = LiveRun(run_id="", started_at=0.0, boot_id=None)  # names no run: see the history
+
+
 class LiveRunFile:
     """``live-run.json`` of one project."""
 
@@ -110,13 +117,18 @@ class LiveRunFile:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError:  # a directory, unreadable: still something a crash left
+            return DAMAGED
         try:
             return LiveRun.from_json(json.loads(raw))
-        except ValueError:
-            return LiveRun(run_id="", started_at=0.0, boot_id=None)
+        except (ValueError, OverflowError, RecursionError):
+            return DAMAGED
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except IsADirectoryError:
+            shutil.rmtree(self.path)
 
     def remove_quietly(self) -> None:
         """Best effort, on a path that is already failing."""

@@ -84,8 +84,11 @@ class RunCore:
         sink: RunSink,
         setsid: str | None,
         tree_factory: Callable[[int], ProcessTree] | None = None,
+        child_fds: dict[int, int | str] | None = None,
     ) -> None:
+        """``child_fds``: ``spawnProcess``'s ``childFDs`` (None: stdin, stdout, stderr)."""
         self.run_id = run_id
+        self.child_fds = child_fds
         self.prompt = prompt
         self.argv = argv
         self.env = env
@@ -121,7 +124,9 @@ class RunCore:
 
     def spawn(self, protocol: ProcessProtocol) -> None:
         argv = [self.setsid, *self.argv] if self.setsid else list(self.argv)
-        self.spawner.spawnProcess(protocol, argv[0], argv, env=self.env, path=str(self.cwd))
+        self.spawner.spawnProcess(
+            protocol, argv[0], argv, env=self.env, path=str(self.cwd), childFDs=self.child_fds
+        )
 
     def connected(self, transport: IProcessTransport) -> None:
         self.transport = transport

@@ -64,7 +64,10 @@ def _all_stats(proc: Path) -> dict[int, ProcStat]:
 
 def descendants(root: int, proc: Path = PROC) -> dict[int, ProcStat]:
     """Every live descendant of ``root`` (not ``root`` itself)."""
-    stats = _all_stats(proc)
+    return _descendants(root, _all_stats(proc))
+
+
+def _descendants(root: int, stats: dict[int, ProcStat]) -> dict[int, ProcStat]:
     children: dict[int, list[int]] = {}
     for pid, stat in stats.items():
         children.setdefault(stat.ppid, []).append(pid)
@@ -78,11 +81,13 @@ def descendants(root: int, proc: Path = PROC) -> dict[int, ProcStat]:
     return found
 
 
-def marked(run_id: str, proc: Path = PROC) -> dict[int, ProcStat]:
+def marked(
+    run_id: str, proc: Path = PROC, stats: dict[int, ProcStat] | None = None
+) -> dict[int, ProcStat]:
     """Live processes whose environment carries this run's :data:`MARKER`."""
     needle = f"{MARKER}={run_id}".encode()
     found = {}
-    for pid, stat in _all_stats(proc).items():
+    for pid, stat in (_all_stats(proc) if stats is None else stats).items():
         if stat.state == "Z":
             continue
         try:
@@ -139,15 +144,22 @@ class ProcessTree:
     def record(self) -> bool:
         """Add the current descendants and marked processes; those already recorded
         stay recorded. True when something new was recorded."""
-        before = len(self.recorded)
+        before = set(self.recorded)
+        stats = _all_stats(self.proc)
+        # Forget what has died: a long run (a build, a test loop) starts thousands.
+        self.recorded = {
+            pid: start
+            for pid, start in self.recorded.items()
+            if pid in stats and stats[pid].starttime == start and stats[pid].state != "Z"
+        }
         if not self.leader_gone:  # else its pid may belong to somebody else now
-            for pid, stat in descendants(self.pid, self.proc).items():
+            for pid, stat in _descendants(self.pid, stats).items():
                 self.recorded.setdefault(pid, stat.starttime)
         if self.marker is not None:
-            for pid, stat in marked(self.marker, self.proc).items():
+            for pid, stat in marked(self.marker, self.proc, stats).items():
                 if pid != self.pid:
                     self.recorded.setdefault(pid, stat.starttime)
-        return len(self.recorded) != before
+        return not set(self.recorded) <= before
 
     def remaining(self) -> dict[int, int]:
         """``{pid: current pgid}`` of recorded processes still alive (the same ones),

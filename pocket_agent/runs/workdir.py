@@ -4,10 +4,12 @@ The path policy is applied when a project is created, but the directory can chan
 afterwards: replaced by a symlink to ``/``, or a parent swapped. So each run opens the
 directory, asks the kernel where the open directory really is, and refuses the run
 unless that is still the real path recorded at creation and it still passes the
-policy. Claude is then started *in the opened directory* (the child changes into
-``/proc/<server pid>/fd/<fd>``, which names that very directory whatever happens to
-the path), so the check and the use cannot race. The directory stays open until the
-run has ended.
+policy. Claude is then started *in the opened directory*: the descriptor is handed to
+the child as fd 3 and the child changes into ``/proc/self/fd/3`` (its own descriptor,
+so no ptrace access to the server is needed, which a server that switched users or
+runs with file capabilities would not have), so the check and the use cannot race. The
+directory stays open until the run has ended. Claude inherits fd 3 (an ``O_PATH``
+descriptor of its own working directory: it can neither read nor write through it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pocket_agent.core.errors import PathRefused
+
+CHILD_FD = 3
 
 
 def _printable(path: str) -> str:
@@ -31,11 +35,12 @@ class WorkDir:
         self.fd: int | None = fd
         self.path = path
 
-    @property
-    def spawn_path(self) -> str:
-        """What the child changes into: the server's descriptor of the directory."""
+    spawn_path = f"/proc/self/fd/{CHILD_FD}"  # what the child changes into
+
+    def child_fds(self) -> dict[int, int | str]:
+        """``spawnProcess``'s ``childFDs``: claude's pipes, and the directory as fd 3."""
         assert self.fd is not None, "the directory was closed before claude started"
-        return f"/proc/{os.getpid()}/fd/{self.fd}"
+        return {0: "w", 1: "r", 2: "r", CHILD_FD: self.fd}
 
     def close(self) -> None:
         if self.fd is not None:
