@@ -245,12 +245,14 @@ def exit_cleanly_on_signals(reactor: Any, service: PocketAgentService | None = N
     Twisted's own handlers remember the signal and twistd re-raises it at exit, so a
     graceful shutdown would end as "killed by SIGTERM" (status 143); they are installed
     when the reactor starts, so ours go in at once (a SIGTERM during start-up must not
-    kill the process with the lock held) and again once the reactor runs. Only the
+    kill the process with the lock held) and again right after Twisted's. Only the
     real entry points call this, never tests.
     """
     relay = SignalRelay(reactor, service)
     relay.install()
-    reactor.callWhenRunning(relay.install)
+    # Twisted installs its handlers in its own "during startup" trigger, added when the
+    # reactor was made: ours, added after it, run right after it.
+    reactor.addSystemEventTrigger("during", "startup", relay.install)
 
 
 class SignalRelay:
