@@ -223,7 +223,7 @@ def test_kill_during_a_1gib_flood(
     while (written := written_by(fake.pid)) < FLOOD_STREAMING:
         assert written >= 0, "the fake ended before the flood was under way"
         assert time.monotonic() < deadline, f"the daemon read only {written} bytes in 20s"
-        time.sleep(0.005)
+        time.sleep(0.005)  # a poll with a deadline: /proc/<pid>/io has no event to await
     started = time.monotonic()
     rate = written / (started - poured_from) / 1e6
 

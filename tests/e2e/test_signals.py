@@ -149,7 +149,7 @@ def test_sigterm_while_the_version_probe_hangs(
     deadline = time.monotonic() + 10
     while not (pids := read_pids(scene.rig.pidfile)):  # the probe writes it, then hangs
         assert time.monotonic() < deadline, "no claude --version probe within 10s"
-        time.sleep(0.01)
+        time.sleep(0.01)  # a poll with a deadline: nothing tells us when another process writes
     probes = [Proc.of(pid) for pid in pids]
     assert None not in probes, f"the probe did not hang: {pids}"
     os.kill(daemon.pid, signal.SIGTERM)
