@@ -1,7 +1,8 @@
-"""The HTTP side of every listener: ``/ws``, ``/health``, and room for more routes.
+"""The HTTP side of every listener: ``/ws``, ``/health``, ``/metrics``, and room for more.
 
-Future routes (``/metrics``, the mobile web client at ``/``) are children of the
-same root resource, so they share the listeners, the TLS and the auth rule.
+Future routes (the mobile web client at ``/``) are children of the same root resource,
+so they share the listeners, the TLS and the auth rule. ``/metrics`` moves to a site of
+its own when ``metrics.listen`` names a listener for it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
-from twisted.web.resource import Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from pocket_agent.ops.logs import redact
+from pocket_agent.ops.metrics import Metrics
 
 from .auth import Authenticator, Credentials, Verdict
 from .protocol import PocketAgentFactory
@@ -52,13 +55,82 @@ class HealthResource(Resource):
         self.authenticator = authenticator
 
     def render_GET(self, request: Request) -> bytes:
-        verdict = self.authenticator.check(request_credentials(request), anonymous_ok=True)
+        credentials = request_credentials(request)
+        verdict = self.authenticator.check(credentials, anonymous_ok=True)
         if verdict is Verdict.THROTTLED:
             return json_response(request, 429, {"error": "too many failed attempts"})
+        if verdict is Verdict.REFUSED and credentials.token is not None:
+            # SPEC §7: a wrong token is refused (the web client learns of it here);
+            # only a request without any token gets the anonymous answer.
+            request.setHeader(b"www-authenticate", b"Bearer")
+            return json_response(request, 401, {"error": "invalid token"})
         health = self.health()
         status = 503 if health["status"] == "unhealthy" else 200
         body = health if verdict.allowed else {"status": health["status"]}
         return json_response(request, status, body)
+
+
+def text_response(request: Request, status: int, text: str) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return text.encode() + b"\n"
+
+
+class MetricsResource(Resource):
+    """SPEC §8 ``/metrics``, rendered on the reactor thread (the gauges read the hub).
+
+    With an ``authenticator`` (on the main site) it follows SPEC §7 like ``/ws``: a
+    token, or loopback trust; a missing or wrong token is 401 and counted. Without one
+    (its own ``metrics.listen`` listener) the operator's choice of address is the rule.
+    """
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics, authenticator: Authenticator | None) -> None:
+        super().__init__()
+        self.metrics = metrics
+        self.authenticator = authenticator
+
+    def render_GET(self, request: Request) -> bytes:
+        if self.authenticator is not None:
+            verdict = self.authenticator.check(request_credentials(request))
+            if verdict is Verdict.THROTTLED:
+                return text_response(request, 429, "too many failed attempts")
+            if not verdict.allowed:
+                request.setHeader(b"www-authenticate", b"Bearer")
+                return text_response(request, 401, "a valid token is required")
+        accept = request.getHeader(b"accept") or b""
+        body, content_type = self.metrics.render(accept.decode("latin-1"))
+        request.setHeader(b"content-type", content_type.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+
+def wants_websocket(request: Request) -> bool:
+    upgrade = request.getHeader(b"upgrade") or b""
+    return any(token.strip().lower() == b"websocket" for token in upgrade.split(b","))
+
+
+class WebSocketRoute(Resource):
+    """``/ws``: the upgrade goes to Autobahn; anything else is told to upgrade.
+
+    Autobahn answers a plain ``GET`` with its status page (200, naming its version,
+    and following ``?redirect=``) to anyone, authenticated or not.
+    """
+
+    isLeaf = True
+
+    def __init__(self, ws_factory: PocketAgentFactory) -> None:
+        super().__init__()
+        self.websocket = WebSocketResource(ws_factory)
+
+    def render(self, request: Request) -> bytes | int:
+        if not wants_websocket(request):
+            request.setHeader(b"upgrade", b"websocket")  # RFC 9110: a 426 names it
+            return text_response(request, 426, "this is a WebSocket endpoint: upgrade required")
+        result: bytes | int = self.websocket.render(request)
+        return result
 
 
 def safe_uri(request: Request) -> str:
@@ -99,12 +171,34 @@ class PocketAgentSite(Site):
         )
 
 
+class Root(Resource):
+    """The site's root: unknown paths get a plain 404 (Twisted's default is deprecated)."""
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return notFound()
+
+
 def build_site(
-    health: Health, authenticator: Authenticator, ws_factory: PocketAgentFactory
+    health: Health,
+    authenticator: Authenticator,
+    ws_factory: PocketAgentFactory,
+    metrics: Metrics | None = None,
+    reactor: IReactorTime | None = None,
 ) -> PocketAgentSite:
-    root = Resource()
-    root.putChild(b"ws", WebSocketResource(ws_factory))
+    """``metrics`` None: ``/metrics`` is not on this site (``metrics.listen`` is set);
+    ``reactor`` runs the HTTP timeouts (None: the global one)."""
+    root = Root()
+    root.putChild(b"ws", WebSocketRoute(ws_factory))
     root.putChild(b"health", HealthResource(health, authenticator))
-    site = PocketAgentSite(root)
+    if metrics is not None:
+        root.putChild(b"metrics", MetricsResource(metrics, authenticator))
+    site = PocketAgentSite(root, reactor=reactor)
     site.authenticator = authenticator
     return site
+
+
+def build_metrics_site(metrics: Metrics, reactor: IReactorTime | None = None) -> PocketAgentSite:
+    """The site of a ``metrics.listen`` listener: ``/metrics`` and nothing else."""
+    root = Root()
+    root.putChild(b"metrics", MetricsResource(metrics, None))
+    return PocketAgentSite(root, reactor=reactor)
