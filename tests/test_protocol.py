@@ -185,7 +185,7 @@ def test_get_messages_with_an_overflowing_since_over_the_wire(harness: Harness) 
 
 def test_execute_with_a_non_utf8_add_dir_changes_nothing(harness: Harness) -> None:
     """A symlink (a fine name) to a directory named with the bytes ff fe: refused as a bad
-    option before the run exists: no ``execute`` reply, no EXECUTING, no Record."""
+    path (INVALID_PATH naming the option) before the run exists: no ``execute`` reply, no EXECUTING, no Record."""
     requester, _ = harness.hello()
     watcher, _ = harness.hello()
     path = harness.project_dir("app")
@@ -206,11 +206,11 @@ def test_execute_with_a_non_utf8_add_dir_changes_nothing(harness: Harness) -> No
     )
 
     assert error["type"] == "error" and error["request_id"] == "x1"
-    assert error["data"]["code"] == "INVALID_MESSAGE"
+    assert error["data"]["code"] == "INVALID_PATH"
     details = error["data"]["details"]
     assert details["field"] == "data.options.add_dirs"
     assert "not valid UTF-8" in details["reason"]
-    assert str(harness.home / "latin") in details["reason"]
+    assert details["path"] == str(harness.home / "latin")
     assert watcher.new() == []
     assert harness.events.events[before:] == []
     assert harness.clock.processes == []

@@ -29,7 +29,17 @@ class PathRefused(DomainError):
 
     def __init__(self, path: str, reason: str, message: str | None = None) -> None:
         super().__init__(message or f"{path!r}: {reason}", {"path": path, "reason": reason})
+        self.path = path
         self.reason = reason
+
+
+class OptionPathRefused(PathRefused):
+    """A run option naming a directory (``add_dirs``) that the path policy refuses: a
+    path error like any other, that also says which option held it."""
+
+    def __init__(self, option: str, path: str, reason: str) -> None:
+        super().__init__(path, reason, f"{option}: {path!r}: {reason}")
+        self.option = option
 
 
 class ProjectsOverlap(DomainError):
@@ -51,10 +61,15 @@ class RunActive(DomainError):
 
 
 class LimitReached(DomainError):
-    """A server-wide limit (concurrent executions, later rates)."""
+    """A limit (concurrent executions, executions per minute); a rate says when to retry."""
 
-    def __init__(self, message: str, resource: str, limit: int) -> None:
-        super().__init__(message, {"resource": resource, "limit": limit})
+    def __init__(
+        self, message: str, resource: str, limit: int, retry_after_ms: int | None = None
+    ) -> None:
+        details: dict[str, Any] = {"resource": resource, "limit": limit}
+        if retry_after_ms is not None:
+            details["retry_after_ms"] = retry_after_ms
+        super().__init__(message, details)
 
 
 class InvalidOption(DomainError):

@@ -20,6 +20,14 @@ ERROR_CODES: dict[type[domain.DomainError], ErrorCode] = {
 
 
 def wire_error(error: domain.DomainError) -> ProtocolError:
+    if isinstance(error, domain.OptionPathRefused):
+        # A path error (SPEC §4) in a field of the request: say which field too.
+        field = f"data.options.{error.option}"
+        return ProtocolError(
+            ErrorCode.INVALID_PATH,
+            f"{field}: {error.path!r}: {error.reason}",
+            {"field": field, "path": error.path, "reason": error.reason},
+        )
     if isinstance(error, domain.InvalidOption):
         # An option is a field of the request: say which, as for any malformed field.
         field = f"data.options.{error.option}"

@@ -14,7 +14,12 @@ from pathlib import Path
 import attrs
 
 from pocket_agent.config import ClaudeConfig
-from pocket_agent.core.errors import ClaudeNotFound, InvalidOption, PathRefused
+from pocket_agent.core.errors import (
+    ClaudeNotFound,
+    InvalidOption,
+    OptionPathRefused,
+    PathRefused,
+)
 from pocket_agent.core.pathpolicy import os_reason, utf8_encodable
 
 from .options import REDACTED, RunOptions
@@ -29,9 +34,10 @@ def apply_policy(
 ) -> RunOptions:
     """The server's rules on top of well-formed options; ``add_dirs`` come back resolved.
 
-    It runs before anything changes, so every refusal (the file system's too: EACCES,
-    ENAMETOOLONG, a name that is not UTF-8) is an INVALID_MESSAGE, never a run that
-    starts and then fails."""
+    It runs before anything changes, so every refusal is an answer, never a run that
+    starts and then fails: a dangerous option is InvalidOption, an ``add_dirs`` entry
+    the path policy (or the file system: EACCES, ENAMETOOLONG, a name that is not UTF-8)
+    refuses is OptionPathRefused, a path error that names the option."""
     dangerous = options.dangerous
     if dangerous and not allow_dangerous:
         raise InvalidOption(
@@ -42,15 +48,21 @@ def apply_policy(
         try:
             resolved.append(str(resolve_dir(raw_dir)))
         except PathRefused as e:
-            raise InvalidOption("add_dirs", f"{raw_dir!r}: {e.reason}") from None
+            raise OptionPathRefused("add_dirs", e.path, e.reason) from None
         except OSError as e:  # the resolver's business, but be sure
-            reason = f"{raw_dir!r}: cannot be resolved: {os_reason(e)}"
-            raise InvalidOption("add_dirs", reason) from None
+            reason = f"cannot be resolved: {os_reason(e)}"
+            raise OptionPathRefused("add_dirs", _shown(raw_dir), reason) from None
         except UnicodeError:
-            raise InvalidOption("add_dirs", f"{raw_dir!r}: not valid UTF-8") from None
+            raise OptionPathRefused("add_dirs", _shown(raw_dir), "not valid UTF-8") from None
         if not utf8_encodable(resolved[-1]):
-            raise InvalidOption("add_dirs", f"{raw_dir!r}: resolves to a name that is not UTF-8")
+            reason = "resolves to a name that is not UTF-8"
+            raise OptionPathRefused("add_dirs", _shown(raw_dir), reason)
     return attrs.evolve(options, add_dirs=tuple(resolved))
+
+
+def _shown(raw: str) -> str:
+    """A path as a client can be sent it back (no lone surrogates)."""
+    return raw.encode("utf-8", "replace").decode()
 
 
 def build_argv(
