@@ -1,15 +1,18 @@
 """Domain events as log lines: the operator's record of what the server did.
 
-An observer like any other (metrics and push notifications will sit beside it).
+An observer like any other (metrics and push notifications will sit beside it);
+:class:`RawOutputLog` is another, for ``logging.raw_output``.
 """
 
 from __future__ import annotations
 
 from twisted.logger import Logger
 
-from pocket_agent.core.events import AuthFailed, Event, SlowConsumerDropped
+from pocket_agent.core.events import AuthFailed, Event, RecordAppended, SlowConsumerDropped
 from pocket_agent.core.storagewatch import StorageFailed, StorageRecovered
 from pocket_agent.runs.events import RunFinished, RunKilled, RunStarted
+
+from .logs import RAW_OUTPUT_NAMESPACE, clipped
 
 _LOGGED = (
     RunStarted,
@@ -68,3 +71,49 @@ class EventLog:
                 self._log.info(
                     "The data directory takes writes again after {down_for}s", down_for=down_for
                 )
+
+
+_MESSAGE_KEY = b',"message":'
+# Module level: as a class attribute a Logger takes the class's name as its namespace.
+_raw = Logger(namespace=RAW_OUTPUT_NAMESPACE)
+
+
+class RawOutputLog:
+    """logging.raw_output: every line claude printed, stdout and stderr, at debug.
+
+    It reads the Records as they are appended (so the log and the history agree):
+    claude's stdout lines as it printed them, its non-JSON lines (``raw_output``) and
+    its stderr (``stderr``, one log line per line of each chunk). ``enabled`` follows
+    SIGHUP; while it is off an event costs one attribute check.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def observe(self, event: Event) -> None:
+        if not self.enabled or not isinstance(event, RecordAppended):
+            return
+        record = event.record
+        message = record.message
+        if record.direction == "claude":
+            # The message part of the Record line is claude's line, byte for byte.
+            start = record.line.find(_MESSAGE_KEY) + len(_MESSAGE_KEY)
+            lines = [("stdout", record.line[start:-1].decode("utf-8", "replace"))]
+        elif record.direction == "server" and message.get("type") == "raw_output":
+            lines = [("stdout", str(message.get("line", "")))]
+        elif record.direction == "server" and message.get("type") == "stderr":
+            lines = [("stderr", line) for line in str(message.get("text", "")).splitlines()]
+        else:
+            return
+        for stream, line in lines:
+            shown = clipped(line)
+            _raw.debug(
+                "Claude {stream}",
+                stream=stream,
+                project_id=event.project_id,
+                run_id=record.run_id,
+                seq=record.seq,
+                direction=record.direction,
+                line=shown["text"],
+                truncated=shown["truncated"],
+            )

@@ -20,6 +20,7 @@ from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
     LogEvent,
+    Logger,
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
@@ -46,11 +47,44 @@ LEVELS = {
 _SKIP = {"format", "message", "isError", "failure", "why", "time", "system", "printed"}
 _SCALARS = (str, int, float, bool, type(None))
 _TOKEN = re.compile(r"((?:[?&]|\b)tok(?:en|%65n)=|[Bb]earer[ .])[^&\s\"',;]+")
+# A token as a JSON string field ("token": "...", "auth_token": "..."), as in a traced frame.
+_JSON_TOKEN = re.compile(r'("(?:\w*_)?token"\s*:\s*")(?:[^"\\]|\\.)*')
+
+# Loggers the operator switches on with a flag (logging.raw_output, logging.trace): their
+# debug lines pass whatever logging.level says, and nothing is logged while the flag is off.
+RAW_OUTPUT_NAMESPACE = "pocket_agent.raw_output"
+TRACE_NAMESPACE = "pocket_agent.trace"
+FLAGGED_NAMESPACES = (RAW_OUTPUT_NAMESPACE, TRACE_NAMESPACE)
+LOGGED_TEXT_LIMIT = 64 * 1024  # characters of one frame or output line in the log
+
+_trace = Logger(namespace=TRACE_NAMESPACE)
 
 
 def redact(text: str) -> str:
     """Belt and braces: nothing we log should carry a token, but URIs and headers might."""
-    return _TOKEN.sub(r"\1<redacted>", text)
+    return _JSON_TOKEN.sub(r"\1<redacted>", _TOKEN.sub(r"\1<redacted>", text))
+
+
+def clipped(text: str) -> dict[str, Any]:
+    """``text`` (redacted) for a log field, cut at :data:`LOGGED_TEXT_LIMIT` so one huge
+    Claude line cannot flood the log (the history keeps it whole)."""
+    if len(text) <= LOGGED_TEXT_LIMIT:
+        return {"text": redact(text), "truncated": False}
+    return {"text": redact(text[:LOGGED_TEXT_LIMIT]), "truncated": True}
+
+
+def trace_frame(direction: str, payload: bytes, binary: bool, connection_id: str | None) -> None:
+    """logging.trace: one debug line per WebSocket frame in or out."""
+    shown = clipped("" if binary else payload.decode("utf-8", "replace"))
+    _trace.debug(
+        "Frame {direction}",
+        direction=direction,
+        connection_id=connection_id,
+        binary=binary,
+        bytes=len(payload),
+        frame=shown["text"],
+        truncated=shown["truncated"],
+    )
 
 
 def event_fields(event: LogEvent) -> dict[str, Any]:
@@ -91,8 +125,15 @@ def text_line(event: LogEvent) -> str:
     head = f"{fields.pop('timestamp')} {fields.pop('level').upper():5} {fields.pop('msg')}"
     tb = fields.pop("traceback", None)
     fields.pop("logger", None)
-    extra = " ".join(f"{k}={v}" for k, v in fields.items())
+    # One event, one line: a value's own newlines (stderr, a frame) are shown escaped.
+    extra = " ".join(f"{k}={_one_line(v)}" for k, v in fields.items())
     return f"{head} {extra}".rstrip() + "\n" + (tb if tb else "")
+
+
+def _one_line(value: object) -> object:
+    if isinstance(value, str) and ("\n" in value or "\r" in value):
+        return value.replace("\r", "\\r").replace("\n", "\\n")
+    return value
 
 
 @implementer(ILogObserver)
@@ -118,6 +159,8 @@ class LogService(Service):
         extra_stream: IO[str] | None = None,
     ) -> None:
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+        for namespace in FLAGGED_NAMESPACES:
+            self.predicate.setLogLevelForNamespace(namespace, LogLevel.debug)
         self.formatter = json_line if fmt == "json" else text_line
         self.path = path
         self.rotate_bytes = rotate_bytes
@@ -126,6 +169,7 @@ class LogService(Service):
         self._files: list[LogFile] = []
 
     def set_level(self, level: str) -> None:
+        """SIGHUP: the new logging.level, for every observer at once."""
         self.predicate.setLogLevelForNamespace("", LEVELS[level])
 
     def privilegedStartService(self) -> None:
