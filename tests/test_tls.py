@@ -13,8 +13,10 @@ import socket
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 import trustme
 from cryptography import x509
@@ -38,8 +40,12 @@ from pocket_agent.net.tls import (
     certificate_expiry,
     certificate_fingerprint,
     default_san,
+    dev_certificate_renewal,
     ensure_dev_certificate,
+    interface_addresses,
+    is_dev_certificate,
     load_server_options,
+    private_file_error,
 )
 
 LOCAL_IPS = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
@@ -71,7 +77,7 @@ def test_generated_certificate_is_a_self_signed_p256_server_cert(tmp_path: Path)
         ip_addresses=ips,
         now=NOW,
     )
-    assert created is True
+    assert created == "created"
 
     cert = read_cert(cert_path)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -172,6 +178,7 @@ def test_default_san_dedupes_sorts_and_survives_resolver_quirks(
     monkeypatch.setattr(socket, "gethostname", lambda: "pocket-host")
     monkeypatch.setattr(socket, "getfqdn", lambda *a: "pocket-host.lan")
     monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(psutil, "net_if_addrs", dict)
     names, ips = default_san()
     assert names == ("localhost", "pocket-host", "pocket-host.lan")
     assert [str(ip) for ip in ips] == ["127.0.0.1", "::1", "10.0.0.5", "192.168.1.20", "fe80::1"]
@@ -199,7 +206,10 @@ def test_ensure_is_idempotent(tmp_path: Path) -> None:
     cert_path, key_path = make_pair(tmp_path)
     before = (cert_path.read_bytes(), key_path.read_bytes())
     mtimes = (cert_path.stat().st_mtime_ns, key_path.stat().st_mtime_ns)
-    assert ensure_dev_certificate(cert_path, key_path) is False
+    again = ensure_dev_certificate(
+        cert_path, key_path, dns_names=["localhost"], ip_addresses=LOCAL_IPS
+    )
+    assert again is None
     assert (cert_path.read_bytes(), key_path.read_bytes()) == before
     assert (cert_path.stat().st_mtime_ns, key_path.stat().st_mtime_ns) == mtimes
 
@@ -215,6 +225,131 @@ def test_one_file_missing_is_refused_and_left_alone(tmp_path: Path, keep: str) -
     assert str(kept) in str(info.value) and str(gone) in str(info.value)
     assert kept.read_bytes() == content
     assert not gone.exists()
+
+
+def test_default_san_holds_the_interface_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host name that resolves to 127.0.0.1 only must not leave the LAN address out."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "vm")
+    monkeypatch.setattr(socket, "getfqdn", lambda *a: "vm")
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda *a: [(socket.AF_INET, 1, 6, "", ("127.0.0.1", 0))]
+    )
+    interfaces = {
+        "lo": [snic(socket.AF_INET, "127.0.0.1"), snic(socket.AF_INET6, "::1")],
+        "eth0": [
+            snic(socket.AF_INET, "192.0.2.2"),
+            snic(socket.AF_INET6, "fd00::2"),
+            snic(socket.AF_INET6, "fe80::fc:ff:fe00:1%eth0"),
+            snic(psutil.AF_LINK, "02:fc:00:00:00:01"),
+        ],
+    }
+    monkeypatch.setattr(psutil, "net_if_addrs", lambda: interfaces)
+    assert [str(ip) for ip in interface_addresses()] == ["192.0.2.2", "fd00::2"]
+    names, ips = default_san()
+    assert names == ("localhost", "vm")
+    assert [str(ip) for ip in ips] == ["127.0.0.1", "::1", "192.0.2.2", "fd00::2"]
+
+
+def snic(family: int, address: str) -> Any:
+    """What psutil.net_if_addrs lists (only the fields interface_addresses reads)."""
+    return SimpleNamespace(family=family, address=address)
+
+
+def san_ips(path: Path) -> list[str]:
+    san = read_cert(path).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)]
+
+
+def test_our_certificate_is_renewed_when_the_addresses_change(tmp_path: Path) -> None:
+    cert_path, key_path = make_pair(tmp_path, now=NOW)
+    old = certificate_fingerprint(cert_path)
+    lan = [*LOCAL_IPS, ipaddress.ip_address("192.0.2.2")]
+    why = dev_certificate_renewal(
+        cert_path, key_path, dns_names=["localhost"], ip_addresses=lan, now=NOW
+    )
+    assert why == "it does not cover 192.0.2.2"
+    change = ensure_dev_certificate(
+        cert_path, key_path, dns_names=["localhost"], ip_addresses=lan, now=NOW
+    )
+    assert change == "renewed"
+    assert san_ips(cert_path) == ["127.0.0.1", "::1", "192.0.2.2"]
+    assert certificate_fingerprint(cert_path) != old
+    load_server_options(cert_path, key_path)  # the new key goes with the new certificate
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    # An address that went away is no reason: the SAN only has to cover the current ones.
+    assert (
+        ensure_dev_certificate(
+            cert_path, key_path, dns_names=["localhost"], ip_addresses=LOCAL_IPS, now=NOW
+        )
+        is None
+    )
+
+
+def renew_ours(cert: Path, key: Path, now: datetime, check_only: bool = False) -> str | None:
+    """With the SAN of make_pair, so only the date or the key can be the reason."""
+    if check_only:
+        return dev_certificate_renewal(
+            cert, key, dns_names=["localhost"], ip_addresses=LOCAL_IPS, now=now
+        )
+    return ensure_dev_certificate(
+        cert, key, dns_names=["localhost"], ip_addresses=LOCAL_IPS, now=now
+    )
+
+
+def test_our_certificate_is_renewed_before_it_expires(tmp_path: Path) -> None:
+    cert_path, key_path = make_pair(tmp_path, now=NOW)
+    late = NOW + DEV_CERT_LIFETIME - timedelta(days=29)
+    assert renew_ours(cert_path, key_path, late - timedelta(days=2), check_only=True) is None
+    assert renew_ours(cert_path, key_path, late) == "renewed"
+    assert certificate_expiry(cert_path) > late + timedelta(days=800)
+
+
+def test_our_certificate_with_a_foreign_key_is_renewed(tmp_path: Path) -> None:
+    """A crash between the key's and the certificate's rename leaves a mismatched pair."""
+    cert_path, key_path = make_pair(tmp_path)
+    other = ec.generate_private_key(ec.SECP256R1())
+    key_path.write_bytes(
+        other.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    assert renew_ours(cert_path, key_path, NOW, check_only=True) == (
+        f"{key_path} does not match it"
+    )
+    assert renew_ours(cert_path, key_path, NOW) == "renewed"
+    load_server_options(cert_path, key_path)
+
+
+def test_an_operator_certificate_is_never_renewed(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("pocket.example")
+    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert_path))
+    leaf.private_key_pem.write_to_path(str(key_path))
+    before = cert_path.read_bytes()
+    far = NOW + timedelta(days=3650)  # expired, and covering none of our addresses
+    assert not is_dev_certificate(read_cert(cert_path))
+    assert dev_certificate_renewal(cert_path, key_path, now=far) is None
+    assert ensure_dev_certificate(cert_path, key_path, now=far) is None
+    assert cert_path.read_bytes() == before
+    assert is_dev_certificate(read_cert(make_pair(tmp_path / "ours")[0]))
+
+
+@pytest.mark.parametrize(("mode", "word"), [(0o644, "readable"), (0o640, "readable"),
+                                            (0o620, "writable")])  # fmt: skip
+def test_private_file_error_names_the_chmod(tmp_path: Path, mode: int, word: str) -> None:
+    path = tmp_path / "server.key"
+    path.write_text("secret")
+    os.chmod(path, mode)
+    error = private_file_error(path)
+    assert error is not None
+    assert f"is {word} by group or others (mode {mode:04o})" in error
+    assert error.endswith(f"run `chmod 600 {path}`")
+    os.chmod(path, 0o600)
+    assert private_file_error(path) is None
+    assert private_file_error(tmp_path / "missing") is None
 
 
 # --- loading ----------------------------------------------------------------------------

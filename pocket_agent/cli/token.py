@@ -1,51 +1,143 @@
-"""``pocket-agent-server token``: the pairing URL, the certificate's fingerprint, a QR code."""
+"""``pocket-agent-server token``: the pairing URL, the certificate's fingerprint, a QR code.
+
+The URL must work from the phone: an address of this machine the phone can reach (a
+host name often resolves to 127.0.0.1 only), the port the server is configured to
+listen on, and a certificate whose SAN holds that address (ours is renewed when the
+machine's addresses change; an operator's is never touched).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TextIO
 
+import attrs
 import segno
+from twisted.python import usage
 
+from pocket_agent.compose import make_private_dir
 from pocket_agent.config import Config
 from pocket_agent.net.auth import TokenFile, ensure_token, new_token, write_token
-from pocket_agent.net.listeners import endpoint_parts, listen_plan
-from pocket_agent.net.tls import TLSError, certificate_fingerprint, ensure_dev_certificate
+from pocket_agent.net.listeners import LOOPBACK_INTERFACES, endpoint_parts
+from pocket_agent.net.tls import (
+    IPAddress,
+    TLSError,
+    certificate_fingerprint,
+    dev_certificate_renewal,
+    ensure_dev_certificate,
+    interface_addresses,
+)
 from pocket_agent.tap import Options
 
 from .options import parse
+from .server import running_server
+
+DEFAULT_PORT = 8443
+#: Where a default route would send a datagram (documentation ranges: nothing is sent).
+_ROUTE_PROBES = (("198.51.100.1", socket.AF_INET), ("2001:db8::1", socket.AF_INET6))
 
 
 class TokenOptions(Options):
-    synopsis = "token [--rotate] [--host HOST] [options]"
+    synopsis = "Usage: pocket-agent-server token [--rotate] [--host HOST] [--port PORT] [options]"
     optFlags = [["rotate", None, "Make a new token (connected clients must pair again)."]]
     optParameters = [["host", None, None, "Host name or address the phone should use."]]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["port"] = None
 
-def pairing_host() -> str:
-    """A non-loopback address of this machine from the local resolver, else its name."""
-    name = socket.gethostname()
-    try:
-        infos = socket.getaddrinfo(name, None, socket.AF_INET)
-    except OSError:
-        return name
-    for info in infos:
-        address = str(info[4][0])
-        if not address.startswith("127."):
+    def opt_port(self, value: str) -> None:
+        """Port the phone should use (default: the configured listener's)."""
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise usage.UsageError(f"--port: {value!r} is not a port number")
+        self["port"] = int(value)
+
+
+@attrs.frozen
+class PairingListener:
+    """The listener a phone should dial, from the configured ``listen`` entries."""
+
+    port: int | None  # None: not known from the configuration (systemd socket, port 0)
+    tls: bool
+    interface: str  # "" = every interface
+    description: str
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.interface in LOOPBACK_INTERFACES
+
+
+def pairing_listener(config: Config) -> PairingListener:
+    """A TLS listener a phone can reach if there is one, else the best of the rest."""
+    found: list[PairingListener] = []
+    for description in config.listen:
+        kind, args, kwargs = endpoint_parts(description)
+        if kind not in ("ssl", "tcp", "tcp6", "systemd"):
+            continue  # unix: not for phones
+        port_text = "" if kind == "systemd" else kwargs.get("port") or (args[0] if args else "")
+        port = int(port_text) if port_text.isdigit() and int(port_text) else None
+        interface = kwargs.get("interface", "")
+        if kind in ("tcp", "tcp6") and not interface and len(args) > 1:
+            interface = args[1]
+        tls = kind in ("ssl", "systemd")
+        found.append(PairingListener(port, tls, interface.replace("\\:", ":"), description))
+    if not found:
+        return PairingListener(None, True, "", "")
+    return min(found, key=lambda item: (not item.tls, item.loopback_only, item.port is None))
+
+
+def route_address() -> IPAddress | None:
+    """The source address of this machine's default route (a connected UDP socket sends
+    nothing), so the usual LAN address comes first."""
+    for target, family in _ROUTE_PROBES:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((target, 9))
+                address = ipaddress.ip_address(probe.getsockname()[0].split("%", 1)[0])
+        except (OSError, ValueError):
+            continue
+        if not address.is_loopback:
             return address
-    return name
+    return None
 
 
-def pairing_url(config: Config, host: str, token: str) -> str:
-    port = 8443
-    for _original, endpoint, tls in listen_plan(config):
-        kind, args, kwargs = endpoint_parts(endpoint)
-        if tls and kind == "tcp":
-            port = int(kwargs.get("port") or args[0])
-            break
-    return f"wss://{host}:{port}/ws?token={token}"
+def reachable_addresses(
+    addresses: Iterable[IPAddress], preferred: IPAddress | None = None
+) -> list[IPAddress]:
+    """Addresses a phone may reach, best first: the default route's, then IPv4, then IPv6."""
+    ordered = sorted(set(addresses), key=lambda ip: (ip != preferred, ip.version, ip.packed))
+    return [ip for ip in ordered if not (ip.is_loopback or ip.is_link_local)]
+
+
+def url_host(host: str) -> str:
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host
+
+
+def pairing_url(host: str, port: int, tls: bool, token: str) -> str:
+    return f"{'wss' if tls else 'ws'}://{url_host(host)}:{port}/ws?token={token}"
+
+
+def write_qr(url: str, out: TextIO) -> None:
+    """Dark modules on a light background, whatever the terminal's colours.
+
+    segno's compact writer draws the *light* modules with the foreground colour, which
+    a light terminal shows inverted (many scanners then fail). Two modules per
+    character cell (half blocks), in explicit black on white on a terminal; as plain
+    glyphs for dark modules (right on paper or a light background) when piped.
+    """
+    qr = segno.make(url, error="m")
+    rows = [list(row) for row in qr.matrix_iter(border=4)]  # 1 = dark
+    ansi = bool(getattr(out, "isatty", lambda: False)())
+    glyphs = {(1, 1): "\u2588", (1, 0): "\u2580", (0, 1): "\u2584", (0, 0): " "}
+    for top, bottom in zip(rows[::2], [*rows[1::2], [0] * len(rows[0])], strict=False):
+        line = "".join(glyphs[pair] for pair in zip(top, bottom, strict=True))
+        out.write(f"\033[30;107m{line}\033[0m\n" if ansi else f"{line}\n")
 
 
 def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
@@ -53,8 +145,22 @@ def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     if options is None or options.config is None:
         return 2
     config = options.config
+    server = running_server(config.data_dir)
+    notes: list[str] = []
     try:
-        ensure_dev_certificate(config.tls.cert, config.tls.key)
+        make_private_dir(config.data_dir)
+        if server is None:
+            change = ensure_dev_certificate(config.tls.cert, config.tls.key)
+            if change == "renewed":
+                notes.append(
+                    f"Renewed the self-signed certificate {config.tls.cert} for this machine's "
+                    "addresses: a phone that pinned the old one must pair again."
+                )
+        elif (why := dev_certificate_renewal(config.tls.cert, config.tls.key)) is not None:
+            notes.append(
+                f"The server's self-signed certificate should be renewed ({why}); "
+                f"restart the server (pid {server.pid}) and it is."
+            )
         if options["rotate"]:
             write_token(config.auth.token_file, new_token())
             print(f"New token written to {config.auth.token_file}", file=out)
@@ -62,14 +168,45 @@ def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
         else:
             ensure_token(config.auth.token_file)
         token = TokenFile(config.auth.token_file).current()
+        fingerprint = certificate_fingerprint(config.tls.cert)
     except (OSError, ValueError, TLSError) as e:
         print(f"pocket-agent-server token: {e}", file=sys.stderr)
         return 1
-    url = pairing_url(config, options["host"] or pairing_host(), token)
+
+    listener = pairing_listener(config)
+    port: int | None = options["port"] or listener.port
+    if port is None:
+        port = DEFAULT_PORT
+        notes.append(
+            f"The port of {listener.description!r} is not in the configuration: "
+            f"{DEFAULT_PORT} is a guess; pass --port."
+        )
+    if server is not None and server.ports and port not in server.ports:
+        listening = ", ".join(str(p) for p in sorted(server.ports))
+        notes.append(f"The running server (pid {server.pid}) listens on {listening}, not {port}.")
+    addresses = reachable_addresses(interface_addresses(), route_address())
+    if options["host"]:
+        host = options["host"]
+    elif listener.interface and listener.interface not in ("0.0.0.0", "::"):
+        host = listener.interface
+    elif addresses:
+        host = str(addresses[0])
+    else:
+        host = socket.gethostname()
+        notes.append(f"No address but loopback found: {host} may not be reachable from a phone.")
+    if listener.loopback_only and not options["host"]:
+        notes.append(f"{listener.description!r} is loopback only: a phone cannot reach it.")
+    others = [url_host(str(ip)) for ip in addresses if str(ip) != host]
+
+    url = pairing_url(host, port, listener.tls, token)
     print(f"Token:       {token}", file=out)
     print(f"URL:         {url}", file=out)
+    if others:
+        print(f"Also here:   {', '.join(others)} (--host picks another)", file=out)
     print(f"Certificate: {config.tls.cert}", file=out)
-    print(f"SHA-256:     {certificate_fingerprint(config.tls.cert)}", file=out)
+    print(f"SHA-256:     {fingerprint}", file=out)
+    for note in notes:
+        print(f"Note:        {note}", file=out)
     print("", file=out)
-    segno.make(url, error="m").terminal(out=out, compact=True)
+    write_qr(url, out)
     return 0

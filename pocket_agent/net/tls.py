@@ -2,8 +2,10 @@
 
 The daemon serves ``wss://`` out of the box, so a first start with no certificate
 creates a self-signed one (SAN for the host's names and addresses, within Apple's
-825-day limit) instead of refusing to start. An operator's own files are never
-touched: we only ever create files that do not exist.
+825-day limit) instead of refusing to start. That certificate is renewed when the
+machine's addresses change (a phone checks the address it dialled against the SAN)
+or it nears its end. An operator's own files are never touched: only a certificate
+this module made (self-signed, with our organization name) is ever rewritten.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
+import psutil
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -33,22 +37,32 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEV_CERT_LIFETIME",
+    "DEV_CERT_RENEW_BEFORE",
     "IPAddress",
     "ReloadableServerOptions",
     "TLSError",
     "certificate_expiry",
     "certificate_fingerprint",
     "default_san",
+    "dev_certificate_renewal",
     "ensure_dev_certificate",
+    "interface_addresses",
+    "is_dev_certificate",
     "load_server_options",
+    "private_file_error",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Apple (iOS 13+ / macOS 10.15+) rejects locally trusted server certs valid for longer.
 DEV_CERT_LIFETIME = timedelta(days=825)
+#: Our own certificate is renewed when it has less than this left (``check`` warns too).
+DEV_CERT_RENEW_BEFORE = timedelta(days=30)
 _BACKDATE = timedelta(hours=1)  # tolerate a phone whose clock is a little behind
 _CN_MAX = 64  # X.520 ub-common-name; cryptography refuses longer common names
+#: What marks a certificate as ours (with issuer == subject), so we may renew it.
+DEV_CERT_ORG = "Pocket Agent Server development certificate"
+DevCertChange = Literal["created", "renewed"]
 
 
 class TLSError(Exception):
@@ -67,7 +81,7 @@ def default_san() -> tuple[tuple[str, ...], tuple[IPAddress, ...]]:
         if _usable_dns_name(name) and name.lower() not in (n.lower() for n in names):
             names.append(name)
 
-    found: set[IPAddress] = set()
+    found: set[IPAddress] = set(interface_addresses())
     try:
         infos = socket.getaddrinfo(hostname, None)
     except (OSError, UnicodeError):
@@ -86,9 +100,92 @@ def default_san() -> tuple[tuple[str, ...], tuple[IPAddress, ...]]:
     return tuple(names), tuple(loopback + others)
 
 
+def interface_addresses() -> tuple[IPAddress, ...]:
+    """This machine's own addresses, from its interfaces (a host name often resolves
+    only to 127.0.0.1), without loopback and link-local ones: a URL cannot carry those."""
+    found: list[IPAddress] = []
+    try:
+        interfaces = psutil.net_if_addrs()
+    except OSError:
+        return ()
+    for addresses in interfaces.values():
+        for address in addresses:
+            if address.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            try:
+                ip = ipaddress.ip_address(address.address.split("%", 1)[0])
+            except ValueError:
+                continue
+            if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified) and ip not in found:
+                found.append(ip)
+    return tuple(found)
+
+
 def _usable_dns_name(name: str) -> bool:
     """A SAN dNSName must be ASCII (IDNA A-labels); skip odd things a resolver returns."""
     return bool(name) and name.isascii() and " " not in name and not name.startswith(".")
+
+
+def _san_and_now(
+    dns_names: Sequence[str] | None,
+    ip_addresses: Sequence[IPAddress] | None,
+    now: datetime | None,
+) -> tuple[Sequence[str], Sequence[IPAddress], datetime]:
+    if dns_names is None or ip_addresses is None:
+        default_names, default_ips = default_san()
+        dns_names = default_names if dns_names is None else dns_names
+        ip_addresses = default_ips if ip_addresses is None else ip_addresses
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    return dns_names, ip_addresses, now
+
+
+def is_dev_certificate(cert: x509.Certificate) -> bool:
+    """Made by :func:`ensure_dev_certificate` (self-signed, our organization name)."""
+    orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return cert.issuer == cert.subject and [o.value for o in orgs] == [DEV_CERT_ORG]
+
+
+def dev_certificate_renewal(
+    cert_path: Path,
+    key_path: Path,
+    *,
+    dns_names: Sequence[str] | None = None,
+    ip_addresses: Sequence[IPAddress] | None = None,
+    now: datetime | None = None,
+) -> str | None:
+    """Why our own certificate should be made anew (a short phrase), or None.
+
+    None for an operator's certificate, whatever its state: that one is never touched.
+    """
+    try:
+        leaf = _load_chain(cert_path)[0]
+    except TLSError:
+        return None
+    if not is_dev_certificate(leaf):
+        return None
+    dns_names, ip_addresses, now = _san_and_now(dns_names, ip_addresses, now)
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have_names = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+        have_ips = set(san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        have_names, have_ips = set(), set()
+    missing = [n for n in dns_names if n.lower() not in have_names]
+    missing += [str(ip) for ip in ip_addresses if ip not in have_ips]
+    if missing:
+        return f"it does not cover {', '.join(missing)}"
+    if leaf.not_valid_after_utc - now < DEV_CERT_RENEW_BEFORE:
+        return f"it expires {leaf.not_valid_after_utc:%Y-%m-%d}"
+    try:
+        key = _load_key(key_path)
+        if _spki(key.public_key()) != _spki(leaf.public_key()):
+            return f"{key_path} does not match it"
+    except TLSError as e:
+        return str(e)
+    return None
 
 
 def ensure_dev_certificate(
@@ -98,31 +195,39 @@ def ensure_dev_certificate(
     dns_names: Sequence[str] | None = None,
     ip_addresses: Sequence[IPAddress] | None = None,
     now: datetime | None = None,
-) -> bool:
-    """Create a self-signed development certificate unless one is there; True if created.
+) -> DevCertChange | None:
+    """Create a self-signed development certificate unless one is there, or renew our own
+    (see :func:`dev_certificate_renewal`); what was done, or None.
 
     Exactly one of the two files present means the operator is mid-change (or a
     previous run crashed between the renames): refuse rather than guess.
     """
     cert_there, key_there = os.path.lexists(cert_path), os.path.lexists(key_path)
     if cert_there and key_there:
-        return False
+        reason = dev_certificate_renewal(
+            cert_path, key_path, dns_names=dns_names, ip_addresses=ip_addresses, now=now
+        )
+        if reason is None:
+            return None
+        _write_dev_certificate(cert_path, key_path, *_san_and_now(dns_names, ip_addresses, now))
+        return "renewed"
     if cert_there or key_there:
         present, missing = (cert_path, key_path) if cert_there else (key_path, cert_path)
         raise TLSError(
             f"{present} exists but {missing} does not; restore it, or remove {present} "
             "to have a development certificate generated"
         )
+    _write_dev_certificate(cert_path, key_path, *_san_and_now(dns_names, ip_addresses, now))
+    return "created"
 
-    if dns_names is None or ip_addresses is None:
-        default_names, default_ips = default_san()
-        dns_names = default_names if dns_names is None else dns_names
-        ip_addresses = default_ips if ip_addresses is None else ip_addresses
-    if now is None:
-        now = datetime.now(UTC)
-    elif now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
 
+def _write_dev_certificate(
+    cert_path: Path,
+    key_path: Path,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[IPAddress],
+    now: datetime,
+) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cn = f"Pocket Agent Server ({socket.gethostname()})"
     if len(cn.encode()) > _CN_MAX:
@@ -130,9 +235,7 @@ def ensure_dev_certificate(
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, cn),
-            x509.NameAttribute(
-                NameOID.ORGANIZATION_NAME, "Pocket Agent Server development certificate"
-            ),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, DEV_CERT_ORG),
         ]
     )
     san: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
@@ -175,10 +278,23 @@ def ensure_dev_certificate(
 
     key_path.parent.mkdir(parents=True, exist_ok=True)
     cert_path.parent.mkdir(parents=True, exist_ok=True)
-    # Key first: a crash in between leaves only a key, which the next start reports.
+    # Key first: a crash in between leaves only a key, which the next start reports
+    # (or, on renewal, a key that does not match our certificate: renewed again).
     atomic_write_bytes(key_path, key_pem, 0o600)
     atomic_write_bytes(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    return True
+
+
+def private_file_error(path: Path) -> str | None:
+    """The start-up refusal for a secret (the TLS key, the token file) that group or
+    others may read, naming the ``chmod`` that fixes it; None when private or absent."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
+    if not mode & 0o077:
+        return None
+    what = "readable" if mode & 0o044 else "writable"
+    return f"{path} is {what} by group or others (mode {mode:04o}); run `chmod 600 {path}`"
 
 
 def _read(path: Path, what: str) -> bytes:
