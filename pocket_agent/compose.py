@@ -3,7 +3,7 @@
 ``twistd -n pocket-agent``, ``pocket-agent-server``, ``repair`` and the tests' harness all
 come through here, so what runs in tests is what runs in production::
 
-    EventBus <- Hub, EventLog           (observers, in that order)
+    EventBus <- Hub, EventLog, Metrics  (observers, in that order)
     ProjectRegistry (store, path policy, histories)
     Workspace, Executor                 (commands; emit events on the bus)
     Health, DomainService               (reading state; lifecycle)
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -24,7 +26,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from .config import Config
+from .config import Config, ConfigError, Overrides
+from .config.changes import Reconciled, reconcile
 from .core.events import EventBus
 from .core.hub import Hub
 from .core.pathpolicy import PathPolicy
@@ -38,12 +41,27 @@ from .net.auth import Authenticator, TokenFile, ensure_token
 from .net.connection import Domain
 from .net.listeners import ListenerService, listen_plan
 from .net.protocol import PocketAgentFactory
-from .net.site import PocketAgentSite, build_site
-from .net.tls import ReloadableServerOptions, TLSError, ensure_dev_certificate
+from .net.site import PocketAgentSite, build_metrics_site, build_site
+from .net.tls import (
+    ReloadableServerOptions,
+    TLSError,
+    ensure_dev_certificate,
+    private_file_error,
+)
 from .net.tokenwatch import TokenWatch
-from .ops.eventlog import EventLog
+from .ops.eventlog import EventLog, RawOutputLog
 from .ops.health import Health
 from .ops.logs import LogService
+from .ops.manhole import (
+    HOST_KEY_NAME,
+    ManholeService,
+    ensure_host_key,
+    manhole_factory,
+    read_authorized_keys,
+    require_tcp,
+)
+from .ops.metrics import Metrics
+from .ops.systemd import systemd_service
 from .runs.executor import Executor, TreeFactory
 from .runs.probe import ClaudeProbe
 from .services import DomainService, PocketAgentService, ReadyAnnouncement
@@ -71,16 +89,7 @@ def build_registry(
     ``run_in_thread`` None compresses in the calling thread (``repair``)."""
     return ProjectRegistry(
         ProjectStore(config.data_dir),
-        PathPolicy.build(
-            config.projects.allowed_roots,
-            config.root,
-            config.data_dir,
-            protected=(
-                config.tls.cert.parent,
-                config.tls.key.parent,
-                config.auth.token_file.parent,
-            ),
-        ),
+        build_policy(config),
         config.limits.max_projects,
         reactor,
         config.log_rotation,
@@ -88,12 +97,29 @@ def build_registry(
     )
 
 
-@attrs.frozen
+def build_policy(config: Config) -> PathPolicy:
+    """The path policy of ``projects.allowed_roots`` (at start-up and on SIGHUP)."""
+    return PathPolicy.build(
+        config.projects.allowed_roots,
+        config.root,
+        config.data_dir,
+        protected=(
+            config.tls.cert.parent,
+            config.tls.key.parent,
+            config.auth.token_file.parent,
+        ),
+    )
+
+
+@attrs.define(eq=False)
 class App:
-    """The built object graph (the manhole will show it, tests drive it)."""
+    """The built object graph (the manhole will show it, tests drive it).
+
+    Not frozen: :meth:`reconfigure` swaps the configuration in place on SIGHUP."""
 
     config: Config
     bus: EventBus
+    raw_log: RawOutputLog  # logging.raw_output
     registry: ProjectRegistry
     hub: Hub
     workspace: Workspace
@@ -105,6 +131,38 @@ class App:
     authenticator: Authenticator
     ws_factory: PocketAgentFactory
     site: PocketAgentSite
+    metrics: Metrics
+    log_service: LogService | None = None  # set by build_service (tests run without one)
+
+    def reconfigure(self, loaded: Config) -> Reconciled:
+        """SIGHUP: give every component that holds the configuration the new values of
+        what can change live (they read it at use time, so the next request, run or
+        connection sees them); the rest keeps its running value and is reported as
+        needing a restart (:mod:`pocket_agent.config.changes`)."""
+        result = reconcile(self.config, loaded)
+        if not result.applied:
+            return result
+        new = self.config = result.config
+        self.executor.config = new  # limits, timeouts and claude options of the next run
+        self.service.config = new  # timeouts.shutdown
+        factory = self.ws_factory
+        factory.config = new  # origins, message size, send buffer, idle, rate limits
+        factory.domain = attrs.evolve(factory.domain, limits=new.limits)  # server_hello
+        factory.setProtocolOptions(  # autobahn copies these into each new connection
+            autoPingInterval=new.timeouts.ping_interval,
+            autoPingTimeout=new.timeouts.pong_timeout,
+            maxFramePayloadSize=new.limits.max_message_size,
+        )
+        self.hub.max_connections = new.limits.max_connections
+        self.registry.max_projects = new.limits.max_projects
+        self.registry.policy = build_policy(new)
+        self.authenticator.trust_loopback = new.auth.trust_loopback
+        self.authenticator.trusted_proxies = new.auth.trusted_proxies
+        self.health.limits = new.limits
+        self.raw_log.enabled = new.logging.raw_output
+        if self.log_service is not None:
+            self.log_service.set_level(new.logging.level)
+        return result
 
 
 def build_app(
@@ -129,6 +187,10 @@ def build_app(
     hub = Hub(registry, config.limits.max_connections)
     bus.subscribe(hub)
     bus.subscribe(EventLog())
+    raw_log = RawOutputLog(config.logging.raw_output)
+    bus.subscribe(raw_log)
+    metrics = Metrics(lambda: hub.connection_count, lambda: len(registry))
+    bus.subscribe(metrics)
     storage = StorageWatch(config.data_dir, reactor, bus)
     executor = Executor(
         config,
@@ -157,6 +219,7 @@ def build_app(
     return App(
         config=config,
         bus=bus,
+        raw_log=raw_log,
         registry=registry,
         hub=hub,
         workspace=domain.workspace,
@@ -167,18 +230,62 @@ def build_app(
         service=DomainService(config, reactor, lock, registry, hub, executor, health, claude),
         authenticator=authenticator,
         ws_factory=ws_factory,
-        site=build_site(health.report, authenticator, ws_factory),
+        site=build_site(
+            health.report,
+            authenticator,
+            ws_factory,
+            None if config.metrics.listen else metrics,
+            reactor=reactor,
+        ),
+        metrics=metrics,
     )
 
 
-def build_service(config: Config, reactor: Any, stdout: Any = None) -> PocketAgentService:
-    """Everything the server runs, not yet started. Raises StartupError with one line."""
+def metrics_listen_plan(config: Config) -> tuple[str, str, bool] | None:
+    """``metrics.listen`` checked as ``listen`` entries are (plain ``tcp:`` only on
+    loopback unless ``--insecure``; ``ssl:`` served with our certificate)."""
+    if not config.metrics.listen:
+        return None
+    try:
+        [entry] = listen_plan(attrs.evolve(config, listen=(config.metrics.listen,)))
+    except ConfigError as e:
+        raise StartupError(f"metrics.{e}") from None
+    return entry
+
+
+def make_private_dir(path: Path) -> None:
+    """The data dir (histories, the token) is for the server's user only: created 0700,
+    and one of ours found wider is narrowed."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, 0o700)
+
+
+def build_service(
+    config: Config,
+    reactor: Any,
+    stdout: Any = None,
+    *,
+    overrides: Overrides | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> PocketAgentService:
+    """Everything the server runs, not yet started. Raises StartupError with one line.
+
+    ``overrides`` and ``environ``: the command line and environment ``config`` was
+    loaded with, which SIGHUP loads ``config.yaml`` with again."""
     plan = listen_plan(config)
+    metrics_plan = metrics_listen_plan(config)
     created = []
     try:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        if ensure_dev_certificate(config.tls.cert, config.tls.key):
-            created.append(f"self-signed certificate {config.tls.cert}")
+        make_private_dir(config.data_dir)
+        change = ensure_dev_certificate(config.tls.cert, config.tls.key)
+        if change is not None:
+            created.append(f"{change} self-signed certificate {config.tls.cert}")
+        # Secrets others can read stop start-up, before ensure_token would tighten one.
+        for secret in (config.tls.key, config.auth.token_file):
+            if (loose := private_file_error(secret)) is not None:
+                raise StartupError(loose)
         if ensure_token(config.auth.token_file):
             created.append(f"auth token {config.auth.token_file}")
         tokens = TokenFile(config.auth.token_file)
@@ -194,10 +301,11 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> PocketAge
         setsid=find_setsid(),
         run_in_thread=thread_pool_runner(reactor),
     )
-    root = PocketAgentService(app, tls_options)
-    LogService(
+    root = PocketAgentService(app, tls_options, overrides=overrides, environ=environ)
+    app.log_service = LogService(
         config.logging.level, config.logging.format, config.logging.file, extra_stream=stdout
-    ).setServiceParent(root)
+    )
+    app.log_service.setServiceParent(root)
     app.service.setServiceParent(root)
     for original, endpoint_string, wrap_tls in plan:
         factory: IProtocolFactory = app.site
@@ -210,6 +318,53 @@ def build_service(config: Config, reactor: Any, stdout: Any = None) -> PocketAge
         listener = ListenerService(original, endpoint, factory, tls=wrap_tls)
         listener.setServiceParent(root)
         root.listeners.append(listener)
+    if metrics_plan is not None:  # its own listener, not among the WebSocket ones
+        original, endpoint_string, wrap_tls = metrics_plan
+        metrics_site: IProtocolFactory = build_metrics_site(app.metrics, reactor)
+        if wrap_tls:
+            metrics_site = TLSMemoryBIOFactory(tls_options, False, metrics_site)
+        try:
+            endpoint = serverFromString(reactor, endpoint_string)
+        except (ValueError, TypeError) as e:
+            raise StartupError(f"metrics.listen: {original!r}: {e}") from None
+        ListenerService(original, endpoint, metrics_site, tls=wrap_tls).setServiceParent(root)
     TokenWatch(tokens, app.hub, reactor).setServiceParent(root)
+    if config.manhole.enabled:
+        build_manhole(config, app, root, reactor, created).setServiceParent(root)
     ReadyAnnouncement(config, root.listeners, created).setServiceParent(root)
+    notifier = systemd_service(os.environ, reactor)
+    if notifier is not None:  # last: READY=1 once all is up, STOPPING=1 first on the way down
+        notifier.setServiceParent(root)
     return root
+
+
+def build_manhole(
+    config: Config, app: App, root: PocketAgentService, reactor: Any, created: list[str]
+) -> ManholeService:
+    """The SSH manhole over the live objects; its listener is not a WebSocket one."""
+    listen = config.manhole.listen
+    require_tcp(listen)
+    read_authorized_keys(config.manhole.authorized_keys)
+    host_key_path = config.data_dir / HOST_KEY_NAME
+    if not host_key_path.exists():
+        created.append(f"manhole host key {host_key_path}")
+    namespace: dict[str, Any] = {
+        "app": app,
+        "config": config,
+        "registry": app.registry,
+        "executor": app.executor,
+        "hub": app.hub,
+        "bus": app.bus,
+        "health": app.health,
+        "reactor": reactor,
+        "service": root,
+    }
+    host_key = ensure_host_key(host_key_path)
+    factory = manhole_factory(namespace, config.manhole.authorized_keys, host_key)
+    try:
+        endpoint = serverFromString(reactor, listen)
+    except (ValueError, TypeError) as e:
+        raise StartupError(f"manhole.listen: {listen!r}: {e}") from None
+    manhole = ManholeService(listen, config.manhole.authorized_keys, host_key_path)
+    ListenerService(f"manhole {listen}", endpoint, factory).setServiceParent(manhole)
+    return manhole

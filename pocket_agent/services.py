@@ -10,10 +10,12 @@ PocketAgentService    starts children in order, stops them one by one in reverse
 
 from __future__ import annotations
 
+import os
 import signal
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
+import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList
@@ -22,13 +24,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from pocket_agent import __version__
-from pocket_agent.config import Config
+from pocket_agent.config import Config, ConfigError, Overrides, load_config
+from pocket_agent.core.errors import ClaudeNotFound
 from pocket_agent.core.hub import Departure, Hub
 from pocket_agent.core.registry import ProjectRegistry
-from pocket_agent.net.listeners import ListenerService, describe_address
+from pocket_agent.net.listeners import ListenerService, describe_address, listen_plan
 from pocket_agent.net.tls import ReloadableServerOptions, TLSError
 from pocket_agent.ops.health import Health
 from pocket_agent.ops.logs import LogService
+from pocket_agent.runs.command import find_binary
 from pocket_agent.runs.executor import Executor
 from pocket_agent.runs.probe import ClaudeProbe
 from pocket_agent.storage import DataDirLock
@@ -102,9 +106,22 @@ class DomainService(Service):
         except BaseException:
             self.lock.release()
             raise
+        self._warn_without_claude()
         self.health.mark_started()
         self.hub.accepting = True
         super().privilegedStartService()
+
+    def _warn_without_claude(self) -> None:
+        """Say at start-up, not only in ``health``, that every run would fail."""
+        try:
+            find_binary(self.claude.binary, self.claude.environ.get("PATH"))
+        except ClaudeNotFound as e:
+            self.log.warn(
+                "{reason}: every execute fails with CLAUDE_NOT_FOUND until it is installed"
+                " or claude.binary (--claude, PA_CLAUDE_BINARY) names it",
+                reason=e.message,
+                binary=self.claude.binary,
+            )
 
     def _close_crashed_runs(self) -> None:
         """Runs that a crash cut off: end what they left running and close their
@@ -165,14 +182,28 @@ class PocketAgentService(MultiService):
     log = Logger()
 
     def __init__(
-        self, app: Any = None, tls_options: ReloadableServerOptions | None = None
+        self,
+        app: Any = None,
+        tls_options: ReloadableServerOptions | None = None,
+        *,
+        overrides: Overrides | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        """``app``: the object graph (``compose.App``), kept for the manhole and tests."""
+        """``app``: the object graph (``compose.App``), kept for the manhole and tests.
+        ``overrides``/``environ``: what the configuration was loaded with (None: no
+        options, the process's environment now), kept so SIGHUP loads it the same way."""
         super().__init__()
         self.app = app
         self.domain: DomainService | None = app.service if app is not None else None
         self.tls_options = tls_options
         self.listeners: list[ListenerService] = []
+        self.environ = dict(os.environ if environ is None else environ)
+        self.overrides = overrides or Overrides()
+        if app is not None:
+            config: Config = app.config
+            # The root as resolved at start-up: a relative --root (and --config, which
+            # is relative to it) must not move with the working directory.
+            self.overrides = attrs.evolve(self.overrides, root=str(config.root))
 
     def privilegedStartService(self) -> None:
         try:
@@ -186,25 +217,75 @@ class PocketAgentService(MultiService):
             raise
 
     def reload(self) -> None:
-        """SIGHUP: swap in a renewed TLS certificate without dropping anyone."""
+        """SIGHUP: apply what changed in the configuration, and swap in a renewed TLS
+        certificate, without dropping anyone. A line per changed key (and per problem),
+        then always one closing line, so every SIGHUP shows in the log."""
+        configuration = self.reload_config()
+        certificate = self.reload_certificate()
+        self.log.info(
+            "SIGHUP: TLS certificate {certificate}, {configuration}",
+            configuration=configuration,
+            certificate=certificate,
+            fingerprint=self.tls_options.fingerprint if self.tls_options else None,
+        )
+
+    def reload_config(self) -> str:
+        """Load the configuration as at start-up and apply what can change live; a bad
+        one is logged like a start-up error and the running one kept."""
+        if self.app is None:
+            return "no configuration to reload"
+        try:
+            loaded = load_config(self.overrides, self.environ)
+            listen_plan(loaded)
+        except ConfigError as e:
+            self.log.error("SIGHUP: keeping the running configuration: {error}", error=str(e))
+            return "running configuration kept"
+        result = self.app.reconfigure(loaded)
+        for change in result.applied:
+            self.log.info(
+                "SIGHUP: {key} changed: {old} → {new}",
+                key=change.key,
+                old=change.old_shown,
+                new=change.new_shown,
+            )
+        for change in result.need_restart:
+            self.log.warn(
+                "SIGHUP: {key} changed ({old} → {new}) but needs a restart; still {old}",
+                key=change.key,
+                old=change.old_shown,
+                new=change.new_shown,
+            )
+        if not result.changes:
+            return "configuration unchanged"
+        return (
+            f"configuration reloaded ({len(result.applied)} applied,"
+            f" {len(result.need_restart)} waiting for a restart)"
+        )
+
+    def reload_certificate(self) -> str:
         if self.tls_options is None:
-            return
+            return "not used"
         try:
             changed = self.tls_options.reload()
         except TLSError as e:
             self.log.error("SIGHUP: keeping the old certificate: {error}", error=str(e))
-            return
-        self.log.info(
-            "SIGHUP: TLS certificate {what}",
-            what="reloaded" if changed else "unchanged",
-            fingerprint=self.tls_options.fingerprint,
-        )
+            return "kept"
+        return "reloaded" if changed else "unchanged"
 
     @defer.inlineCallbacks
     def stopService(self) -> Generator[defer.Deferred[object], object, None]:
         Service.stopService(self)
+        logged = False
         for service in reversed(list(self)):
+            if isinstance(service, LogService):  # the last line it writes
+                logged = self._log_stopped()
             yield defer.maybeDeferred(service.stopService)
+        if not logged:
+            self._log_stopped()
+
+    def _log_stopped(self) -> bool:
+        self.log.info("Pocket Agent Server {version} stopped", version=__version__)
+        return True
 
 
 class ReadyAnnouncement(Service):

@@ -70,9 +70,14 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> Pocket
     """twistd's entry point (through the plugin)."""
     assert options.config is not None, "parseOptions() first"
     if reactor is not None:  # a test's reactor: no process-wide signal handlers
-        return build_service(options.config, reactor)
+        return build_service(
+            options.config, reactor, overrides=options.overrides(), environ=os.environ
+        )
     from twisted.internet import reactor as global_reactor
 
-    service = build_service(options.config, global_reactor)
+    # The options and environment go along, so SIGHUP loads the config the same way.
+    service = build_service(
+        options.config, global_reactor, overrides=options.overrides(), environ=os.environ
+    )
     exit_cleanly_on_signals(global_reactor, service)
     return service

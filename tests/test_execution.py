@@ -150,8 +150,7 @@ def test_options_become_flags(make_harness: Callable[..., Harness]) -> None:
         ({"dangerously_skip_permissions": True}, "data.options.dangerously_skip_permissions"),
         ({"mcp_config": "{}"}, "data.options.mcp_config"),
         ({"allowed_tools": "Read"}, "data.options.allowed_tools"),
-        ({"add_dirs": ["/etc"]}, "data.options.add_dirs"),
-        ({"add_dirs": ["relative"]}, "data.options.add_dirs"),
+        ({"add_dirs": "/etc"}, "data.options.add_dirs"),  # ill-typed: not a list
     ],
 )
 def test_bad_and_dangerous_options_are_refused(
@@ -161,6 +160,33 @@ def test_bad_and_dangerous_options_are_refused(
     error = client.one("execute", project_id=pid, data={"prompt": "x", "options": options})
     assert error["data"]["code"] == "INVALID_MESSAGE"
     assert error["data"]["details"]["field"] == field
+    assert harness.clock.processes == []
+    assert harness.app.registry.get(pid).status is ProjectStatus.IDLE
+
+
+@pytest.mark.parametrize(
+    ("add_dir", "reason"),
+    [
+        ("/etc", "outside the allowed roots"),
+        ("relative", "must be an absolute path"),
+        ("{home}/a/../b", "must not contain '..' segments"),
+        ("{home}/missing", "does not exist"),
+    ],
+)
+def test_add_dirs_the_path_policy_refuses_are_invalid_path(
+    harness: Harness, add_dir: str, reason: str
+) -> None:
+    """SPEC §4: a path error is INVALID_PATH wherever the path is; details still name
+    the field, as for any refused field."""
+    pid, [client] = setup(harness)
+    add_dir = add_dir.format(home=harness.home)
+    options = {"add_dirs": [str(harness.project_dir("lib")), add_dir]}
+    error = client.one("execute", project_id=pid, data={"prompt": "x", "options": options})
+    assert error["data"]["code"] == "INVALID_PATH"
+    details = error["data"]["details"]
+    assert details["field"] == "data.options.add_dirs"
+    assert details["path"] == add_dir
+    assert details["reason"].startswith(reason)
     assert harness.clock.processes == []
     assert harness.app.registry.get(pid).status is ProjectStatus.IDLE
 

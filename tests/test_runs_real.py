@@ -90,6 +90,8 @@ class RealRuns:
         config = load_config(Overrides(root=str(self.tmp / "root")), environ={})
         config = attrs.evolve(
             config,
+            # 200 runs back to back in one project: not what the rate limit is about.
+            limits=attrs.evolve(config.limits, executions_per_minute=10_000),
             projects=ProjectsConfig(allowed_roots=(self.home,)),
             claude=ClaudeConfig(
                 binary=str(FAKE_CLAUDE),

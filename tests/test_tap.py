@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
+from pocket_agent import __version__
 from pocket_agent.compose import build_service
 from pocket_agent.config import ConfigError, Overrides, load_config
 from pocket_agent.errors import StartupError
@@ -214,6 +216,7 @@ def test_a_damaged_token_file_ends_start_up_with_one_line(tmp_path: Path) -> Non
     config = make_config(tmp_path)
     config.auth.token_file.parent.mkdir(parents=True)
     config.auth.token_file.write_text("short\n")
+    config.auth.token_file.chmod(0o600)
     with pytest.raises(StartupError, match="shorter than 32"):
         build_service(config, MemoryReactorClock())
 
@@ -231,3 +234,63 @@ def test_sighup_reloads_the_certificate(tmp_path: Path) -> None:
     config.tls.key.write_text("garbage")
     service.reload()  # a bad new key keeps the old certificate in use
     assert service.tls_options.fingerprint != before
+
+
+# --- first contact: file modes, claude missing, the last line --------------------------
+
+
+@pytest.mark.parametrize("secret", ["key", "token"])
+def test_a_secret_others_can_read_is_refused_with_the_chmod(tmp_path: Path, secret: str) -> None:
+    config = make_config(tmp_path)
+    build_service(config, MemoryReactorClock())  # creates the key and the token, both 0600
+    path = config.tls.key if secret == "key" else config.auth.token_file
+    path.chmod(0o644)
+    with pytest.raises(StartupError) as info:
+        build_service(config, MemoryReactorClock())
+    assert str(info.value) == (
+        f"pocket-agent: {path} is readable by group or others (mode 0644); run `chmod 600 {path}`"
+    )
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # refused, not silently changed
+    assert not (config.data_dir / ".lock").exists()
+
+
+def test_the_data_dir_is_created_private_and_narrowed(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    build_service(config, MemoryReactorClock())
+    assert stat.S_IMODE(config.data_dir.stat().st_mode) == 0o700
+    config.data_dir.chmod(0o755)  # an older server's data dir
+    build_service(config, MemoryReactorClock())
+    assert stat.S_IMODE(config.data_dir.stat().st_mode) == 0o700
+
+
+def start_and_stop(config: Any) -> list[dict[str, Any]]:
+    """The JSON lines server.log holds after a start and a clean stop."""
+    service = build_service(config, MemoryReactorClock())
+    service.privilegedStartService()
+    service.startService()
+    done = service.stopService()
+    assert done.called
+    return [json.loads(line) for line in config.logging.file.read_text().splitlines()]
+
+
+def test_start_up_warns_when_claude_is_not_found(tmp_path: Path) -> None:
+    config = make_config(tmp_path, claude={"binary": str(tmp_path / "no-claude")})
+    lines = start_and_stop(config)
+    [warning] = [line for line in lines if "CLAUDE_NOT_FOUND" in line["msg"]]
+    assert warning["level"] == "warn"
+    assert str(tmp_path / "no-claude") in warning["msg"]
+    assert "claude.binary" in warning["msg"]
+
+
+def test_start_up_is_quiet_about_a_claude_that_is_there(tmp_path: Path) -> None:
+    claude = tmp_path / "claude"
+    claude.write_text("#!/bin/sh\n")
+    claude.chmod(0o755)
+    lines = start_and_stop(make_config(tmp_path, claude={"binary": str(claude)}))
+    assert not [line for line in lines if "CLAUDE_NOT_FOUND" in line["msg"]]
+
+
+def test_the_last_line_of_the_log_says_stopped(tmp_path: Path) -> None:
+    lines = start_and_stop(make_config(tmp_path))
+    assert lines[-1]["msg"] == f"Pocket Agent Server {__version__} stopped"
+    assert lines[-1]["level"] == "info"

@@ -21,12 +21,14 @@ from zope.interface import implementer
 
 from pocket_agent.config import Config
 from pocket_agent.core.events import EventBus, SlowConsumerDropped
-from pocket_agent.wire.envelope import SUBPROTOCOL
+from pocket_agent.ops.logs import trace_frame
+from pocket_agent.wire.envelope import SUBPROTOCOL, request_id_of
 from pocket_agent.wire.errors import ErrorCode, ProtocolError, invalid
 from pocket_agent.wire.messages import ErrorMessage, Outbound
 
 from .auth import Authenticator, Credentials, Verdict, offered_subprotocols
-from .connection import CLOSE_GOING_AWAY, Connection, Domain
+from .connection import CLOSE_GOING_AWAY, CLOSE_POLICY, Connection, Domain
+from .ratelimit import MessageRate
 
 CLOSE_NORMAL = 1000
 CLOSE_TOO_BIG = 1009
@@ -90,6 +92,7 @@ class PocketAgentProtocol(WebSocketServerProtocol):
     _idle_timer: IDelayedCall | None = None
     _dropping = False
     _authenticated_as = "token"
+    rate: MessageRate | None = None
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         try:
@@ -171,13 +174,49 @@ class PocketAgentProtocol(WebSocketServerProtocol):
         self._arm_idle_timer()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.factory.config.logging.trace:
+            trace_frame("in", payload, isBinary, self._connection_id)
         if self.connection is None:
             return
         self._arm_idle_timer()
+        if not self._within_rate(payload):
+            return
         if isBinary:
             self.send(ErrorMessage.of(invalid("frame", "binary frames are not accepted")))
             return
         self.connection.receive(payload)
+
+    def _within_rate(self, payload: bytes) -> bool:
+        """``limits.messages_per_second`` (read live): a message over it is refused with
+        RESOURCE_LIMIT; a connection refused for 10 s on end is closed (1008). Loopback
+        too: a runaway script is still a runaway."""
+        if self.rate is None:
+            self.rate = MessageRate()
+        limit = self.factory.config.limits.messages_per_second
+        refusal = self.rate.admit(self.factory.clock.seconds(), limit)
+        if refusal is None:
+            return True
+        if self.state != self.STATE_OPEN:
+            return False  # closing already: nothing more to say
+        if refusal.close:
+            self._log.warn(
+                "Closing a connection over the message rate limit",
+                connection_id=self.connection.connection_id if self.connection else None,
+                limit=limit,
+            )
+            self.close(CLOSE_POLICY, "over the message rate limit")
+            return False
+        error = ProtocolError(
+            ErrorCode.RESOURCE_LIMIT,
+            f"more than {limit} messages a second: retry in {refusal.retry_after_ms} ms",
+            {
+                "resource": "messages_per_second",
+                "limit": limit,
+                "retry_after_ms": refusal.retry_after_ms,
+            },
+        )
+        self.send(ErrorMessage.of(error, request_id=request_id_of(payload)))
+        return False
 
     def onMessageFrameBegin(self, length: int) -> None:
         # The per-frame cap is autobahn's; the whole-message cap is ours, because
@@ -223,7 +262,13 @@ class PocketAgentProtocol(WebSocketServerProtocol):
             if budget.backlog > self.factory.config.limits.send_buffer:
                 self._drop_slow_consumer()
                 return
+        if self.factory.config.logging.trace:
+            trace_frame("out", payload, False, self._connection_id)
         self.sendMessage(payload, isBinary=False)
+
+    @property
+    def _connection_id(self) -> str | None:
+        return self.connection.connection_id if self.connection is not None else None
 
     def _drop_slow_consumer(self) -> None:
         self._dropping = True

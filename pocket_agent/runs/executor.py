@@ -50,6 +50,7 @@ from .liverun import LiveRun, LiveRunFile, SweepResult, boot_id, sweep
 from .machine import Run
 from .options import RunOptions
 from .outcome import Outcome, RunResult, StopReason
+from .ratelimit import ExecutionRate
 from .runcore import RunCore, Timeouts
 from .tree import MARKER, ProcessTree, read_stat
 from .workdir import WorkDir, open_workdir
@@ -90,6 +91,7 @@ class Executor:
         self.setsid = setsid
         self.tree_factory = tree_factory
         self._waiting: dict[str, list[Deferred[None]]] = {}
+        self.execution_rate = ExecutionRate(clock)
 
     def runs(self) -> list[Run]:
         """The active runs (a project's ``run`` is the one source of truth)."""
@@ -114,6 +116,7 @@ class Executor:
             raise LimitReached(
                 f"the server is already running {limit} executions", "executions", limit
             )
+        self.execution_rate.check(project_id, self.config.limits.executions_per_minute)
         claude = self.config.claude
         options = apply_policy(
             options, claude.allow_dangerous_options, self.registry.policy.resolve
@@ -152,6 +155,7 @@ class Executor:
         except BaseException:
             workdir.close()
             raise
+        self.execution_rate.spend(project_id, self.config.limits.executions_per_minute)
         project.run = run
         self.hub.follow(cause.connection_id, project_id)
         self.bus.emit(ProjectChanged(self.hub.snapshot(project)))
