@@ -33,6 +33,7 @@ from pocket_agent.net.tls import ReloadableServerOptions, TLSError
 from pocket_agent.ops.health import Health
 from pocket_agent.ops.logs import LogService
 from pocket_agent.runs.command import find_binary
+from pocket_agent.runs.crashed import close_crashed_runs
 from pocket_agent.runs.executor import Executor
 from pocket_agent.runs.probe import ClaudeProbe
 from pocket_agent.storage import DataDirLock
@@ -126,7 +127,7 @@ class DomainService(Service):
     def _close_crashed_runs(self) -> None:
         """Runs that a crash cut off: end what they left running and close their
         history, before any listener opens (see :mod:`pocket_agent.runs.liverun`)."""
-        for crashed in self.executor.close_crashed_runs():
+        for crashed in close_crashed_runs(self.executor):
             swept = crashed.swept
             self.log.warn(
                 "Closed run {run_id} cut off by a crash of the server:"

@@ -13,14 +13,10 @@ observer: the hub hands it to each follower in seq order.
 
 from __future__ import annotations
 
-import functools
-import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
-import attrs
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
@@ -32,8 +28,7 @@ from pocket_agent.core.hub import Hub
 from pocket_agent.core.projects import Project
 from pocket_agent.core.registry import ProjectRegistry
 from pocket_agent.core.storagewatch import StorageWatch, describe
-from pocket_agent.history import Query, Record
-from pocket_agent.times import parse_time
+from pocket_agent.history import Record
 
 from .command import apply_policy, build_argv, build_env, find_binary, printable_argv
 from .events import (
@@ -46,7 +41,7 @@ from .events import (
     SessionReset,
     SessionResetAnswer,
 )
-from .liverun import LiveRun, LiveRunFile, SweepResult, boot_id, sweep
+from .liverun import LiveRun, LiveRunFile, boot_id
 from .machine import Run
 from .options import RunOptions
 from .outcome import Outcome, RunResult, StopReason
@@ -296,80 +291,6 @@ class Executor:
         self._waiting.setdefault(project_id, []).append(d)
         return d
 
-    # ------------------------------------------------------------------ start-up
-
-    def close_crashed_runs(self, wait: Callable[[float], None] = time.sleep) -> list[CrashedRun]:
-        """Before listening: end what runs cut off by a crash left running (the §5
-        escalation) and give each its ``execution_finished`` (killed, server_crash).
-
-        A run is cut off when its project has a ``live-run.json``, or when the last
-        Record of the history belongs to a run and is not its end (nothing is recorded
-        after a run's end): the latter also closes runs cut off before the live-run
-        file was written, or by a server older than it."""
-        closed = []
-        grace = max(self.config.timeouts.kill_grace, 0.1)
-        for project in self.registry.all():
-            live_file = LiveRunFile(self.registry.store.project_dir(project.id))
-            live = live_file.read()
-            unfinished = self._unfinished_run(project)
-            if live is None and unfinished is None:
-                continue
-            if live is None or not live.run_id:  # none, or damaged: what the history says
-                run_id, last_at = unfinished or ("", self.clock.seconds())
-                live = LiveRun(run_id, last_at, None)
-            swept = sweep(live, grace, wait=wait)
-            recorded = unfinished is not None and unfinished[0] == live.run_id
-            if recorded:
-                result = RunResult(
-                    run_id=live.run_id,
-                    outcome=Outcome.KILLED,
-                    exit_code=None,
-                    signal=None,
-                    duration_ms=max(0, int((self.clock.seconds() - live.started_at) * 1000)),
-                    cost_usd=None,
-                    session_id=project.session_id,
-                    error="the server stopped without ending this run",
-                    reason=SERVER_CRASH,
-                )
-                recorder = RunRecorder(self, project, live.run_id)
-                end = {"type": "execution_finished", **result.as_record()}
-                try:
-                    recorder.publish(recorder.store("server", end))
-                except OSError as e:
-                    # A full disk must not keep the server down: the end waits for space
-                    # (with the live-run file, should the server stop before that).
-                    self.storage.failed(project.id, e)
-                    self.storage.later(
-                        pending_end(project.id), functools.partial(recorder.finish_later, end)
-                    )
-                    closed.append(CrashedRun(project.id, live.run_id, swept, False))
-                    continue
-            try:
-                self.registry.history(project.id).sync()
-                live_file.remove()
-            except OSError as e:
-                self.storage.failed(project.id, e)
-            closed.append(CrashedRun(project.id, live.run_id, swept, recorded))
-        return closed
-
-    def _unfinished_run(self, project: Project) -> tuple[str, float] | None:
-        """(run id, time of its last Record) when the history's last Record belongs to
-        a run that has no end."""
-        page = self.registry.history(project.id).query(Query(limit=1))
-        if not page.lines:
-            return None
-        last = json.loads(page.lines[-1])
-        run_id = last.get("run_id")
-        if not isinstance(run_id, str) or last.get("message", {}).get("type") == (
-            "execution_finished"
-        ):
-            return None
-        try:
-            at = parse_time(last.get("timestamp")).timestamp()
-        except ValueError:
-            at = self.clock.seconds()
-        return run_id, at
-
     # -------------------------------------------------------------- from a run
 
     def storage_failed(self, recorder: RunRecorder, error: OSError) -> None:
@@ -429,16 +350,6 @@ class Executor:
                 recorder.live.remove()
         except OSError as e:
             self.storage.failed(project.id, e)
-
-
-@attrs.frozen
-class CrashedRun:
-    """A run that a crash of the server cut off, as start-up found it."""
-
-    project_id: str
-    run_id: str
-    swept: SweepResult
-    recorded: bool  # its execution_finished was written now (not found already)
 
 
 class RunRecorder:
