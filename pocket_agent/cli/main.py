@@ -87,7 +87,14 @@ def run_server(argv: Sequence[str]) -> int:
     from pocket_agent.compose import build_service
     from pocket_agent.services import exit_cleanly_on_signals
 
-    service = build_service(options.config, reactor, stdout=sys.stdout)
+    # The options and environment go along, so SIGHUP loads the config the same way.
+    service = build_service(
+        options.config,
+        reactor,
+        stdout=sys.stdout,
+        overrides=options.overrides(),
+        environ=dict(os.environ),
+    )
     exit_cleanly_on_signals(reactor, service)  # before start-up: see its docstring
     # Listen now, before the reactor runs: a taken port or a locked data dir ends
     # the process here with one line (StartupError is a SystemExit).

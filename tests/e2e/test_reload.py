@@ -129,3 +129,62 @@ def test_text_format_and_trace_switched_on_by_sighup(
     assert lines and all(re.match(stamp, line) for line in lines), lines
     traced = [line for line in lines if " DEBUG Frame in " in line]
     assert len(traced) == 1 and '"request_id": "h2"' in traced[0]
+
+
+def test_sighup_under_the_console_script_keeps_its_options(tmp_path: Path) -> None:
+    """``pocket-agent-server --config X --log-level debug``: a SIGHUP reloads X, and the
+    options still win (nothing "changes" back to the defaults)."""
+    import queue
+    import sys
+    import threading
+    import time
+
+    from .daemon import CONSOLE_SCRIPT, LOOPBACK_LISTEN, daemon_env
+
+    root, home = tmp_path / "root", tmp_path / "home"
+    root.mkdir()
+    home.mkdir()
+    alt = tmp_path / "alt.yaml"
+    alt.write_text("limits:\n  max_projects: 7\n")
+    (root / "config.yaml").write_text("limits:\n  max_projects: 2\n")
+    proc = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "--root", str(root), "--listen", LOOPBACK_LISTEN,
+         "--config", str(alt), "--log-level", "debug", "--claude", sys.executable],
+        cwd=root, env=daemon_env(home), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+
+    def wait_for(text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            seen.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"no {text!r} in:\n{''.join(seen)}")
+
+    try:
+        wait_for("listening on")
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for("SIGHUP: TLS certificate")
+        changes = [line for line in seen if "SIGHUP:" in line and " changed" in line]
+        assert changes == []  # not max_projects 7 -> 2, not debug -> info, not the binary
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    assert proc.returncode == 0
