@@ -830,3 +830,531 @@ def test_version_hang(fake: Env) -> None:
     finally:
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# ----- the stdio control protocol (--permission-prompt-tool stdio) -----
+
+STDIO = FIXTURES / "claude-cli-2.1.197-stdio"
+ASK = [*SJ, "--permission-prompt-tool", "stdio"]
+
+
+def captured(name: str) -> list[dict[str, Any]]:
+    """The frames of a capture of the real CLI, each {"dir", "line"}."""
+    rows = [json.loads(raw) for raw in (STDIO / name).read_text().splitlines() if raw.strip()]
+    return [row for row in rows if "dir" in row]
+
+
+def captured_line(name: str, pred: Any) -> dict[str, Any]:
+    line: dict[str, Any] = next(r["line"] for r in captured(name) if pred(r["line"]))
+    return line
+
+
+def send_json(run: Run, obj: dict[str, Any]) -> None:
+    assert run.proc.stdin is not None
+    run.proc.stdin.write((json.dumps(obj) + "\n").encode())
+    run.proc.stdin.flush()
+
+
+def answer(
+    run: Run, request_id: str, response: dict[str, Any] | None = None, **extra: Any
+) -> None:
+    body: dict[str, Any] = {"subtype": "success", "request_id": request_id, **extra}
+    if response is not None:
+        body["response"] = response
+    send_json(run, {"type": "control_response", "response": body})
+
+
+def interrupt(run: Run, request_id: str = "req_int_1") -> None:
+    send_json(
+        run,
+        {"type": "control_request", "request_id": request_id, "request": {"subtype": "interrupt"}},
+    )
+
+
+def until_type(run: Run, kind: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Lines up to (not including) the first of type kind, and that line."""
+    before = []
+    while (line := run.line())["type"] != kind:
+        before.append(line)
+    return before, line
+
+
+def tool_results(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        block
+        for line in lines
+        if line["type"] == "user"
+        for block in line["message"]["content"]
+        if block.get("type") == "tool_result"
+    ]
+
+
+def shape(value: Any) -> Any:
+    """Keys (in order) and value types, recursively; lists by their first element."""
+    if isinstance(value, dict):
+        return [(k, shape(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
+def same_result_shape(mine: dict[str, Any], real: dict[str, Any]) -> bool:
+    """A result's keys are among the real one's (the fake leaves out the ttft_* timings),
+    with the same types (a cost may be an int 0); modelUsage and denials not compared deep."""
+    assert [k for k in real if k in mine] == list(mine)
+    for key, value in mine.items():
+        assert type(value) is type(real[key]) or key == "total_cost_usd", key
+    for denial in mine["permission_denials"]:
+        assert list(denial) == ["tool_name", "tool_use_id", "tool_input"]
+    return True
+
+
+def asked(run: Run) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    before, request = until_type(run, "control_request")
+    assert request["request"]["subtype"] == "can_use_tool"
+    tool_use = before[-1]["message"]["content"][0]
+    assert tool_use["type"] == "tool_use"
+    assert request["request"]["tool_use_id"] == tool_use["id"]
+    assert request["request"]["input"] == tool_use["input"]
+    assert str(uuid.UUID(request["request_id"])) == request["request_id"]
+    return before, request
+
+
+def test_permission_prompt_tool_flag_adds_the_prompt_tools(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("hi")
+    init = run.line()
+    real = captured_line("stdio_allow.jsonl", lambda line: line.get("subtype") == "init")
+    for tool in ("AskUserQuestion", "EnterPlanMode", "ExitPlanMode"):
+        assert tool in init["tools"] and tool in real["tools"]
+    run.until_result()
+    run.close_stdin()
+    assert run.wait() == 0
+    plain = fake.start(*SJ)
+    plain.send("hi")
+    assert "AskUserQuestion" not in plain.line()["tools"]
+
+
+def test_allow_writes_the_file(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_write:hello.txt:hi")
+    _, request = asked(run)
+    assert request["request"]["tool_name"] == "Write"
+    assert request["request"]["input"] == {"file_path": "hello.txt", "content": "hi\n"}
+    assert not (fake.cwd / "hello.txt").exists()
+    answer(
+        run,
+        request["request_id"],
+        {"behavior": "allow", "updatedInput": request["request"]["input"]},
+    )
+    lines = run.until_result()
+    (result_block,) = tool_results(lines)
+    assert "is_error" not in result_block
+    assert result_block["content"].startswith("File created successfully at: hello.txt")
+    assert text_of(lines[-2]) == "All done. "
+    assert lines[-1]["subtype"] == "success" and lines[-1]["permission_denials"] == []
+    assert (fake.cwd / "hello.txt").read_text() == "hi\n"
+    run.close_stdin()
+    assert run.wait() == 0
+
+
+def test_allow_with_an_updated_input_writes_the_modified_content(fake: Env) -> None:
+    target = fake.cwd / "abs.txt"
+    run = fake.start(*ASK)
+    run.send(f"fake:ask_write:{target}:asked")
+    _, request = asked(run)
+    answer(
+        run,
+        request["request_id"],
+        {"behavior": "allow", "updatedInput": {"file_path": str(target), "content": "changed\n"}},
+    )
+    lines = run.until_result()
+    assert lines[-1]["subtype"] == "success"
+    assert target.read_text() == "changed\n"
+    (user,) = [line for line in lines if line["type"] == "user"]
+    assert user["tool_use_result"]["content"] == "changed\n"
+
+
+def test_allow_with_empty_updated_input_uses_the_asked_input(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_write:empty.txt:as asked")
+    _, request = asked(run)
+    answer(run, request["request_id"], {"behavior": "allow", "updatedInput": {}})
+    run.until_result()
+    assert (fake.cwd / "empty.txt").read_text() == "as asked\n"
+
+
+@pytest.mark.parametrize(
+    ("response", "capture"),
+    [
+        ({"behavior": "allow"}, "extra_allow_noinput.jsonl"),
+        ({"behavior": "deny"}, "extra_deny_nomsg.jsonl"),
+    ],
+)
+def test_malformed_answer_is_a_zod_deny(fake: Env, response: dict[str, Any], capture: str) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_write:z.txt")
+    _, request = asked(run)
+    answer(run, request["request_id"], response)
+    lines = run.until_result()
+    (block,) = tool_results(lines)
+    real = tool_results([r["line"] for r in captured(capture) if r["dir"] == "stdout"])[0]
+    assert block["content"] == real["content"]  # the very ZodError text
+    assert block["is_error"] is True and list(block) == list(real)
+    assert lines[-1]["subtype"] == "success"
+    assert [d["tool_name"] for d in lines[-1]["permission_denials"]] == ["Write"]
+    assert not (fake.cwd / "z.txt").exists()
+    run.close_stdin()
+    assert run.wait() == 0
+
+
+def test_deny_with_a_message(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_edit:f.txt:one:uno")
+    (fake.cwd / "f.txt").write_text("one two\n")
+    _, request = asked(run)
+    assert request["request"]["tool_name"] == "Edit"
+    answer(run, request["request_id"], {"behavior": "deny", "message": "Denied from phone"})
+    lines = run.until_result()
+    (block,) = tool_results(lines)
+    assert (block["content"], block["is_error"]) == ("Denied from phone", True)
+    user = next(line for line in lines if line["type"] == "user")
+    assert user["tool_use_result"] == "Error: Denied from phone"
+    assert text_of(lines[-2]) == "All done. "
+    denial = lines[-1]["permission_denials"][0]
+    assert denial["tool_use_id"] == request["request"]["tool_use_id"]
+    assert (fake.cwd / "f.txt").read_text() == "one two\n"
+
+
+def test_edit_allowed_changes_the_file(fake: Env) -> None:
+    (fake.cwd / "f.txt").write_text("one two\n")
+    run = fake.start(*ASK)
+    run.send("fake:ask_edit:f.txt:one:uno")
+    _, request = asked(run)
+    answer(
+        run,
+        request["request_id"],
+        {"behavior": "allow", "updatedInput": request["request"]["input"]},
+    )
+    lines = run.until_result()
+    user = next(line for line in lines if line["type"] == "user")
+    assert user["tool_use_result"]["structuredPatch"][0]["lines"] == ["-one two", "+uno two"]
+    assert (fake.cwd / "f.txt").read_text() == "uno two\n"
+
+
+def test_error_reply_denies_and_unknown_request_id_is_ignored(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_bash:touch never")
+    _, request = asked(run)
+    assert request["request"]["blocked_path"] == str(fake.cwd / "never")
+    answer(run, "not-a-pending-id", {"behavior": "allow", "updatedInput": {}})
+    send_json(
+        run,
+        {
+            "type": "control_response",
+            "response": {"subtype": "error", "request_id": request["request_id"], "error": "nope"},
+        },
+    )
+    lines = run.until_result()
+    (block,) = tool_results(lines)  # the unknown id got nothing, the error reply a deny
+    assert block["content"] == "Tool permission request failed: Error: nope"
+    assert not (fake.cwd / "never").exists()
+
+
+def test_unknown_request_id_then_the_real_answer(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_bash:rm -rf /")
+    _, request = asked(run)
+    answer(run, str(uuid.uuid4()), {"behavior": "deny", "message": "wrong one"})
+    answer(run, request["request_id"], {"behavior": "allow", "updatedInput": {}})
+    lines = run.until_result()
+    (block,) = tool_results(lines)
+    assert block == {
+        "tool_use_id": request["request"]["tool_use_id"],
+        "type": "tool_result",
+        "content": "fake output of: rm -rf /",
+        "is_error": False,
+    }
+    assert lines[-1]["permission_denials"] == []
+
+
+def test_eof_while_pending_denies_and_exits_0(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_write:eof.txt")
+    asked(run)
+    run.close_stdin()
+    lines = run.until_result()
+    (block,) = tool_results(lines)
+    assert block["content"].endswith("Tool permission stream closed before response received")
+    assert lines[-1]["subtype"] == "success"
+    assert run.wait() == 0
+    assert run.rest() == []
+    assert not (fake.cwd / "eof.txt").exists()
+
+
+def test_sigint_while_pending(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_write:int.txt")
+    _, request = asked(run)
+    os.kill(run.pid, signal.SIGINT)
+    cancel = run.line()
+    assert cancel == {"type": "control_cancel_request", "request_id": request["request_id"]}
+    rejected, text, result = run.line(), run.line(), run.line()
+    assert tool_results([rejected])[0]["is_error"] is True
+    assert rejected["tool_use_result"] == "User rejected tool use"
+    assert text_of(text) == "[Request interrupted by user for tool use]"
+    assert (result["type"], result["subtype"]) == ("result", "error_during_execution")
+    assert result["terminal_reason"] == "aborted_tools"
+    assert run.wait() == 0
+    assert run.rest() == []
+
+
+def test_interrupt_while_pending_keeps_the_process_and_session(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_write:int.txt")
+    before, request = asked(run)
+    session = before[0]["session_id"]
+    interrupt(run, "req_int_1")
+    cancel, reply = run.line(), run.line()
+    assert cancel == {"type": "control_cancel_request", "request_id": request["request_id"]}
+    assert reply == {
+        "type": "control_response",
+        "response": {"subtype": "success", "request_id": "req_int_1"},
+    }
+    lines = run.until_result()
+    assert lines[0]["tool_use_result"] == "User rejected tool use"
+    assert text_of(lines[1]) == "[Request interrupted by user for tool use]"
+    assert lines[-1]["subtype"] == "error_during_execution" and lines[-1]["is_error"] is True
+    assert run.proc.poll() is None  # still alive, reading stdin
+    answer(run, request["request_id"], {"behavior": "allow", "updatedInput": {}})  # too late
+    run.send("hello again")
+    again = run.until_result()
+    assert [line["type"] for line in again] == ["assistant", "result"]
+    assert again[-1]["session_id"] == session and again[-1]["result"] == "You said: hello again"
+    run.close_stdin()
+    assert run.wait() == 0
+    assert not (fake.cwd / "int.txt").exists()
+
+
+def test_interrupt_while_streaming(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:slow:5:30")
+    assert run.line()["subtype"] == "init"
+    assert text_of(run.line()) == "part 1/5"
+    interrupt(run, "req_int_7")
+    reply, text, result = run.line(), run.line(), run.line()
+    assert reply["response"] == {"subtype": "success", "request_id": "req_int_7"}
+    assert text["type"] == "user" and text_of(text) == INTERRUPTED
+    assert result["subtype"] == "error_during_execution"
+    assert result["terminal_reason"] == "aborted_streaming" and result["stop_reason"] is None
+    run.send("next")
+    assert run.until_result()[-1]["result"] == "You said: next"
+    run.close_stdin()
+    assert run.wait() == 0
+
+
+def test_interrupt_while_idle_is_acknowledged(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("hi")
+    run.until_result()
+    interrupt(run, "idle_1")
+    assert run.line()["response"] == {"subtype": "success", "request_id": "idle_1"}
+    run.close_stdin()
+    assert run.wait() == 0
+    assert run.rest() == []
+
+
+def test_two_prompts_in_one_turn(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_twice")
+    _, first = asked(run)
+    assert first["request"]["input"]["command"] == "touch first.txt"
+    answer(run, first["request_id"], {"behavior": "allow", "updatedInput": {}})
+    between, second = asked(run)
+    assert tool_results(between)[0]["content"] == "fake output of: touch first.txt"
+    assert second["request_id"] != first["request_id"]
+    assert second["request"]["input"]["command"] == "touch second.txt"
+    answer(run, second["request_id"], {"behavior": "deny", "message": "no second"})
+    lines = run.until_result()
+    assert tool_results(lines)[0]["content"] == "no second"
+    assert lines[-1]["num_turns"] == 3
+    assert [d["tool_use_id"] for d in lines[-1]["permission_denials"]] == [
+        second["request"]["tool_use_id"]
+    ]
+
+
+def test_question_answered(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_question:Proceed?")
+    _, request = asked(run)
+    assert request["request"]["tool_name"] == "AskUserQuestion"
+    updated = {**request["request"]["input"], "answers": {"Proceed?": "Yes"}}
+    answer(run, request["request_id"], {"behavior": "allow", "updatedInput": updated})
+    lines = run.until_result()
+    (block,) = tool_results(lines)
+    assert block["content"] == (
+        'Your questions have been answered: "Proceed?"="Yes". '
+        "You can now continue with these answers in mind."
+    )
+    assert lines[0]["tool_use_result"]["answers"] == {"Proceed?": "Yes"}
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_plan_approve_or_reject(fake: Env, approve: bool) -> None:
+    run = fake.start(*ASK, "--permission-mode", "plan")
+    run.send("fake:ask_plan:do things")
+    _, request = asked(run)
+    assert request["request"]["tool_name"] == "ExitPlanMode"
+    assert request["request"]["input"] == {"plan": "do things"}
+    if approve:
+        answer(
+            run,
+            request["request_id"],
+            {"behavior": "allow", "updatedInput": {"plan": "do things"}},
+        )
+    else:
+        answer(run, request["request_id"], {"behavior": "deny", "message": "Not this plan"})
+    lines = run.until_result()
+    (block,) = tool_results(lines)
+    if approve:
+        assert block["content"].startswith("User has approved your plan.")
+        assert block["content"].endswith("## Approved Plan (edited by user):\ndo things")
+        assert lines[-1]["permission_denials"] == []
+    else:
+        assert (block["content"], block["is_error"]) == ("Not this plan", True)
+        assert lines[-1]["permission_denials"][0]["tool_name"] == "ExitPlanMode"
+
+
+def test_plan_outside_plan_mode_is_an_error_without_prompt(fake: Env) -> None:
+    run = fake.start(*ASK)
+    run.send("fake:ask_plan:do things")
+    lines = run.until_result()
+    assert all(line["type"] != "control_request" for line in lines)
+    real = tool_results([r["line"] for r in captured("extra_plan_default.jsonl")])[0]
+    (block,) = tool_results(lines)
+    assert (block["content"], block["is_error"]) == (real["content"], True)
+
+
+def test_without_the_prompt_tool_the_cli_denies_on_its_own(fake: Env) -> None:
+    run = fake.start(*SJ)
+    run.send("fake:ask_write:nope.txt")
+    lines = run.until_result()
+    assert all(line["type"] != "control_request" for line in lines)
+    (block,) = tool_results(lines)
+    assert block["content"] == (
+        "Claude requested permissions to write to nope.txt, but you haven't granted it yet."
+    )
+    run.send("fake:ask_bash:touch x")
+    (block,) = tool_results(run.until_result())
+    assert block["content"] == (
+        "Claude requested permissions to use Bash, but you haven't granted it yet."
+    )
+    assert not (fake.cwd / "nope.txt").exists()
+
+
+def test_allowed_tools_and_accept_edits_skip_the_prompt(fake: Env) -> None:
+    run = fake.start(*ASK, "--permission-mode", "acceptEdits", "--allowedTools", "Bash(touch:*)")
+    run.send("fake:ask_write:auto.txt")
+    lines = run.until_result()
+    assert all(line["type"] != "control_request" for line in lines)
+    assert (fake.cwd / "auto.txt").read_text() == "hi\n"
+    run.send("fake:ask_bash:touch y")
+    assert all(line["type"] != "control_request" for line in run.until_result())
+    run.send("fake:ask_bash:rm y")
+    _, request = asked(run)
+    answer(run, request["request_id"], {"behavior": "deny", "message": "no"})
+    run.until_result()
+
+
+def test_control_lines_have_the_real_shapes(fake: Env) -> None:
+    """Keys (and their order) and value types of the fake's control lines and of the lines
+    around them equal those of the real CLI's."""
+
+    def real(name: str, pred: Any) -> dict[str, Any]:
+        return captured_line(name, pred)
+
+    def is_request(line: dict[str, Any]) -> bool:
+        return line["type"] == "control_request" and line["request"]["subtype"] == "can_use_tool"
+
+    def is_result_user(line: dict[str, Any]) -> bool:
+        return line["type"] == "user" and "tool_use_result" in line
+
+    (fake.cwd / "e.txt").write_text("one two\n")
+    cases = [
+        ([], "fake:ask_write:w.txt", "stdio_allow.jsonl", "allow"),
+        ([], "fake:ask_write:d.txt", "stdio_deny.jsonl", "deny"),
+        ([], "fake:ask_edit:e.txt:one:uno", "extra_edit.jsonl", "allow"),
+        ([], "fake:ask_bash:touch b", "extra_bash2.jsonl", "allow"),
+        ([], "fake:ask_question:Proceed?", "extra_ask.jsonl", "allow"),
+        (["--permission-mode", "plan"], "fake:ask_plan:p", "extra_plan.jsonl", "allow"),
+    ]
+    for extra, prompt, capture, behavior in cases:
+        run = fake.start(*ASK, *extra)
+        run.send(prompt)
+        before, request = asked(run)
+        tool = request["request"]["tool_name"]
+        asked_id = real(capture, is_request)["request"]["tool_use_id"]
+        assert shape(before[-1]) == shape(
+            real(
+                capture,
+                lambda x: (
+                    x["type"] == "assistant" and x["message"]["content"][0].get("name") == tool  # noqa: B023
+                ),
+            )
+        ), capture
+        assert shape(request) == shape(real(capture, is_request)), capture
+        real_answer = real(capture, lambda x: x["type"] == "control_response")
+        if behavior == "allow":
+            updated = dict(request["request"]["input"])
+            if "questions" in updated:
+                updated["answers"] = {"Proceed?": "Yes"}
+            response = {"behavior": "allow", "updatedInput": updated}
+        else:
+            response = {"behavior": "deny", "message": "Denied from phone"}
+        mine = {
+            "type": "control_response",
+            "response": {
+                "subtype": "success",
+                "request_id": request["request_id"],
+                "response": response,
+            },
+        }
+        assert shape(mine) == shape(real_answer), capture
+        send_json(run, mine)
+        lines = run.until_result()
+        user = next(line for line in lines if line["type"] == "user")
+        real_user = real(
+            capture,
+            lambda x: is_result_user(x) and tool_results([x])[0]["tool_use_id"] == asked_id,  # noqa: B023
+        )
+        assert shape(user) == shape(real_user), capture
+        real_result = real(capture, lambda x: x["type"] == "result")
+        assert set(lines[-1]) <= set(real_result), capture  # no ttft_* timings in the fake
+        for key, value in lines[-1].items():
+            assert type(value) is type(real_result[key]) or key == "total_cost_usd", key
+        for denial in lines[-1]["permission_denials"]:
+            assert list(denial) == ["tool_name", "tool_use_id", "tool_input"]
+        run.close_stdin()
+        assert run.wait() == 0
+    # the interrupt: the cancel, the reply, the rejected tool_result, the text and the result
+    run = fake.start(*ASK)
+    run.send("fake:ask_write:i.txt")
+    asked(run)
+    interrupt(run)
+    capture = [
+        r["line"] for r in captured("stdio_interrupt_pending.jsonl") if r["dir"] == "stdout"
+    ]
+    after = capture[[line["type"] for line in capture].index("control_cancel_request") :]
+    mine_lines = [run.line() for _ in after]
+    assert [shape(line) for line in mine_lines[:-1]] == [shape(line) for line in after[:-1]]
+    assert same_result_shape(mine_lines[-1], after[-1])
+    # while streaming
+    run = fake.start(*ASK)
+    run.send("fake:slow:3:30")
+    run.line(), run.line()
+    interrupt(run)
+    capture = [r["line"] for r in captured("stdio_interrupt_stream.jsonl") if r["dir"] == "stdout"]
+    after = capture[1:]
+    mine_lines = [run.line() for _ in after]
+    assert [shape(line) for line in mine_lines[:-1]] == [shape(line) for line in after[:-1]]
+    assert same_result_shape(mine_lines[-1], after[-1])
