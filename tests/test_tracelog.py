@@ -87,6 +87,19 @@ def test_trace_redacts_tokens(tmp_path: Path, made: list[Harness]) -> None:
     assert written.count("<redacted>") == 4
 
 
+def test_trace_cuts_out_the_token_wherever_it_is(tmp_path: Path, made: list[Harness]) -> None:
+    """A client may paste the token anywhere (a prompt, a path): the literal value goes."""
+    harness = harness_with(tmp_path, trace=True)
+    made.append(harness)
+    client, _ = harness.hello()
+    with capturedLogs() as events:
+        client.send_raw(json.dumps({"type": "health", "note": f"my token is {TOKEN}!"}))
+        client.new()
+    written = "".join(json_line(e) for e in of(events, TRACE_NAMESPACE))
+    assert TOKEN not in written
+    assert "my token is <redacted>!" in written
+
+
 def test_no_trace_by_default(tmp_path: Path, made: list[Harness]) -> None:
     harness = harness_with(tmp_path)
     made.append(harness)

@@ -92,6 +92,7 @@ class Response:
     code: int
     headers: dict[str, str]  # lower-case names
     body: bytes
+    status_line: str = ""
 
 
 class RawHTTPClient(Protocol):
@@ -130,7 +131,10 @@ def http_get(
     status, *header_lines = head.decode("latin-1").split("\r\n")
     fields = dict(line.split(": ", 1) for line in header_lines)
     return Response(
-        int(status.split()[1]), {name.lower(): value for name, value in fields.items()}, body
+        int(status.split()[1]),
+        {name.lower(): value for name, value in fields.items()},
+        body,
+        status,
     )
 
 
@@ -139,6 +143,7 @@ def test_get_ws_without_an_upgrade_is_told_to_upgrade(harness: Harness) -> None:
     for peer, query in (("192.0.2.4", ""), ("127.0.0.1", "?redirect=https://example.com/")):
         response = http_get(harness.app.site, f"/ws{query}", peer=peer)
         assert response.code == 426
+        assert response.status_line == "HTTP/1.1 426 Upgrade Required"
         assert response.headers["upgrade"] == "websocket"
         assert response.headers["content-type"].startswith("text/plain")
         assert response.body == b"this is a WebSocket endpoint: upgrade required\n"

@@ -226,6 +226,10 @@ class Authenticator:
         self.trusted_proxies = tuple(trusted_proxies)
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
+    def current_token(self) -> str:
+        """The token now in force (for redaction: never logged)."""
+        return self._token()
+
     def address(self, credentials: Credentials) -> str:
         """The address failures are counted by, and logged as.
 

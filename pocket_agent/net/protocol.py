@@ -175,7 +175,7 @@ class PocketAgentProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.factory.config.logging.trace:
-            trace_frame("in", payload, isBinary, self._connection_id)
+            trace_frame("in", payload, isBinary, self._connection_id, self._secret())
         if self.connection is None:
             return
         self._arm_idle_timer()
@@ -263,8 +263,15 @@ class PocketAgentProtocol(WebSocketServerProtocol):
                 self._drop_slow_consumer()
                 return
         if self.factory.config.logging.trace:
-            trace_frame("out", payload, False, self._connection_id)
+            trace_frame("out", payload, False, self._connection_id, self._secret())
         self.sendMessage(payload, isBinary=False)
+
+    def _secret(self) -> str | None:
+        """The current token, for the trace to cut out (a client may paste it anywhere)."""
+        try:
+            return self.factory.authenticator.current_token()
+        except Exception:
+            return None
 
     @property
     def _connection_id(self) -> str | None:

@@ -71,7 +71,8 @@ class HealthResource(Resource):
 
 
 def text_response(request: Request, status: int, text: str) -> bytes:
-    request.setResponseCode(status)
+    if request.code != status:
+        request.setResponseCode(status)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
     return text.encode() + b"\n"
@@ -128,6 +129,7 @@ class WebSocketRoute(Resource):
     def render(self, request: Request) -> bytes | int:
         if not wants_websocket(request):
             request.setHeader(b"upgrade", b"websocket")  # RFC 9110: a 426 names it
+            request.setResponseCode(426, b"Upgrade Required")  # Twisted has no phrase for it
             return text_response(request, 426, "this is a WebSocket endpoint: upgrade required")
         result: bytes | int = self.websocket.render(request)
         return result

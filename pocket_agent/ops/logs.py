@@ -73,9 +73,19 @@ def clipped(text: str) -> dict[str, Any]:
     return {"text": redact(text[:LOGGED_TEXT_LIMIT]), "truncated": True}
 
 
-def trace_frame(direction: str, payload: bytes, binary: bool, connection_id: str | None) -> None:
-    """logging.trace: one debug line per WebSocket frame in or out."""
-    shown = clipped("" if binary else payload.decode("utf-8", "replace"))
+def trace_frame(
+    direction: str,
+    payload: bytes,
+    binary: bool,
+    connection_id: str | None,
+    secret: str | None = None,
+) -> None:
+    """logging.trace: one debug line per WebSocket frame in or out. ``secret`` (the
+    token) is cut out wherever it appears, not only where it looks like a token."""
+    text = "" if binary else payload.decode("utf-8", "replace")
+    if secret and len(secret) >= 8:
+        text = text.replace(secret, "<redacted>")
+    shown = clipped(text)
     _trace.debug(
         "Frame {direction}",
         direction=direction,
