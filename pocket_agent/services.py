@@ -28,6 +28,7 @@ from pocket_agent.config import Config, ConfigError, Overrides, load_config
 from pocket_agent.core.errors import ClaudeNotFound
 from pocket_agent.core.hub import Departure, Hub
 from pocket_agent.core.registry import ProjectRegistry
+from pocket_agent.errors import StartupError
 from pocket_agent.net.listeners import ListenerService, describe_address, listen_plan
 from pocket_agent.net.tls import ReloadableServerOptions, TLSError
 from pocket_agent.ops.health import Health
@@ -209,9 +210,12 @@ class PocketAgentService(MultiService):
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
-        except BaseException:
+        except BaseException as e:
             if self.domain is not None:
                 self.domain.lock.release()  # a failed start leaves no stale lock behind
+            # The one line goes to stderr too; server.log must not just stop mid-start.
+            reason = e.message if isinstance(e, StartupError) else repr(e)
+            self.log.error("Start-up failed: {reason}", reason=reason)
             for child in self:
                 if isinstance(child, LogService):
                     child.detach()

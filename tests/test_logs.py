@@ -141,3 +141,16 @@ def test_redaction_handles_encodings_and_odd_characters() -> None:
     assert redact("/h?tok%65n=abc-123") == "/h?tok%65n=<redacted>"
     assert redact("GET /ws?token=%4Aabc&x=1") == "GET /ws?token=<redacted>&x=1"
     assert redact("authorization: Bearer a.b~c") == "authorization: Bearer <redacted>"
+
+
+def test_an_ordinary_manhole_logout_is_not_an_error_line(tmp_path: Path) -> None:
+    service = LogService("info", "json", tmp_path / "server.log")
+    service.privilegedStartService()
+    try:
+        conch = Logger(namespace="twisted.conch.ssh.transport.SSHServerTransport")
+        conch.error("Got remote error, code {code}\nreason: {reason}", code=11, reason=b"bye")
+        conch.error("Got remote error, code {code}\nreason: {reason}", code=2, reason=b"bad")
+    finally:
+        service.stopService()
+    lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    assert [line["code"] for line in lines] == [2]  # a real protocol error still shows

@@ -278,9 +278,17 @@ def test_the_authorized_key_gets_a_python_shell_over_the_live_objects(
 @pytest.mark.e2e
 @pytest_twisted.inlineCallbacks
 def test_another_key_is_refused(running: Callable[[list[Key]], Any]) -> Generator[Any, Any, None]:
+    from twisted.logger import globalLogPublisher
+
     _, port = running([new_key()])
-    client = connect(port, new_key())
-    reason = yield client.lost.addTimeout(WAIT, reactor)
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        client = connect(port, new_key())
+        reason = yield client.lost.addTimeout(WAIT, reactor)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [e for e in logged if e.get("log_format") == "Manhole key refused"]  # said
     assert not client.logged_in.called
     assert client.host_keys  # it got as far as the key exchange: refused by auth, not TCP
     assert isinstance(reason, ConnectionDone)

@@ -210,6 +210,9 @@ def test_a_failed_start_releases_the_lock(tmp_path: Path) -> None:
     with pytest.raises(StartupError):
         service.privilegedStartService()
     assert not (config.data_dir / ".lock").exists()
+    assert config.logging.file is not None
+    last = json.loads(config.logging.file.read_text().splitlines()[-1])
+    assert last["level"] == "error" and last["msg"].startswith("Start-up failed: cannot listen")
 
 
 def test_a_damaged_token_file_ends_start_up_with_one_line(tmp_path: Path) -> None:

@@ -18,11 +18,13 @@ from typing import IO, Any
 from twisted.application.service import Service
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     globalLogPublisher,
 )
@@ -157,6 +159,19 @@ class LineObserver:
         self.stream.flush()
 
 
+@implementer(ILogFilterPredicate)
+class QuietSSHGoodbye:
+    """conch logs every ordinary manhole logout (the client's "disconnected by user",
+    SSH code 11) at error level; an alert on errors must not fire for it."""
+
+    def __call__(self, event: LogEvent) -> Any:
+        if event.get("log_namespace", "").startswith("twisted.conch.ssh.transport") and (
+            event.get("code") == 11
+        ):
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
 class LogService(Service):
     """Attach the configured observer for the service's lifetime (tests start many servers)."""
 
@@ -209,7 +224,7 @@ class LogService(Service):
         super().privilegedStartService()
 
     def _observe(self, observer: ILogObserver) -> None:
-        filtered = FilteringLogObserver(observer, [self.predicate])
+        filtered = FilteringLogObserver(observer, [QuietSSHGoodbye(), self.predicate])
         globalLogPublisher.addObserver(filtered)
         self._observers.append(filtered)
 

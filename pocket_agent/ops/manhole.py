@@ -25,10 +25,12 @@ from twisted.conch.interfaces import IConchUser
 from twisted.conch.manhole_ssh import ConchFactory, TerminalRealm, TerminalSession
 from twisted.conch.manhole_tap import chainedProtocolFactory
 from twisted.conch.ssh.keys import BadKeyError, Key
+from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pocket_agent.errors import StartupError
@@ -117,7 +119,33 @@ class ResizableSession(TerminalSession):
             self.terminal.chainedProtocol.terminalProtocol.terminalSize(self.width, self.height)
 
     def eofReceived(self) -> None:
-        pass
+        """``ssh -T`` with stdin ended: the session is over (else it would hang)."""
+        if self.terminal is not None:
+            self.terminal.proto.loseConnection()
+
+    def execCommand(self, proto: Any, cmd: bytes) -> None:
+        """``ssh host 'expr'``: say how to use it instead of a traceback in the log."""
+        proto.write(b"the manhole is an interactive Python shell: connect without a command\r\n")
+        proto.loseConnection()
+
+
+class LoggingKeyChecker(SSHPublicKeyChecker):
+    """A refused key is a security event: one warning line, like a refused token."""
+
+    _log = Logger()
+
+    def requestAvatarId(self, credentials: Any) -> Any:
+        d = super().requestAvatarId(credentials)
+
+        def refused(failure: Failure) -> Failure:
+            if failure.check(UnauthorizedLogin):  # not in authorized_keys, or a bad signature
+                self._log.warn(
+                    "Manhole key refused",
+                    user=getattr(credentials, "username", b"").decode("utf-8", "replace"),
+                )
+            return failure
+
+        return d.addErrback(refused)
 
 
 def manhole_factory(namespace: dict[str, Any], authorized_keys: Path, host_key: Key) -> Any:
@@ -126,7 +154,7 @@ def manhole_factory(namespace: dict[str, Any], authorized_keys: Path, host_key: 
     realm.sessionFactory = ResizableSession
     # conch types this as the class it calls; manhole_tap's callable is what it documents.
     realm.chainedProtocolFactory = chainedProtocolFactory(namespace)  # type: ignore[assignment]
-    checker = SSHPublicKeyChecker(AuthorizedKeysFile(authorized_keys))
+    checker = LoggingKeyChecker(AuthorizedKeysFile(authorized_keys))
     factory = ConchFactory(Portal(cast(IRealm, realm), [checker]))
     key_type = host_key.sshType()
     # conch's annotation says bytes, its transport uses Key objects (as manhole_tap sets).
