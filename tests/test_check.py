@@ -388,6 +388,14 @@ def test_secrets_others_can_read(config: Config) -> None:
     assert f"run `chmod 600 {config.auth.token_file}`" in result.detail
 
 
+def test_secrets_not_made_yet_are_not_a_pass(config: Config) -> None:
+    """A root the server never started in: nothing to check yet, and it says so."""
+    config.auth.token_file.unlink()
+    result = checker(config).secrets()
+    assert result.status == "warn"
+    assert result.detail == f"not created yet: {config.auth.token_file}"
+
+
 # --- the report and the command ----------------------------------------------------------
 
 
