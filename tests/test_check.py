@@ -234,9 +234,13 @@ def test_health_from_a_server_with_another_certificate(
 
 
 def test_health_of_a_stopped_server(config: Config) -> None:
-    result = checker(config).health()
+    # A port that was just free: 8443 itself may be some other server's on this machine.
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    result = checker(attrs.evolve(config, listen=(f"ssl:{port}",))).health()
     assert result.status == "fail"
-    assert result.detail == "https://127.0.0.1:8443: [Errno 111] Connection refused"
+    assert result.detail == f"https://127.0.0.1:{port}: [Errno 111] Connection refused"
 
 
 # --- claude, disk, data dir --------------------------------------------------------------
