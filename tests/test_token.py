@@ -177,3 +177,32 @@ def test_a_command_after_options_is_a_usage_error(capsys: pytest.CaptureFixture[
 def test_every_subcommand_target_loads() -> None:
     for command in main_module.SUBCOMMANDS:
         assert callable(command.load()), command.name
+
+
+@pytest.mark.usefixtures("machine")
+def test_the_manhole_port_is_not_taken_for_the_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running server listens on its WebSocket port and on the manhole's: only the
+    first counts, and a port the operator named (a proxy's 443) is not second-guessed."""
+    from pocket_agent.cli.server import ServerState
+
+    config = make_config(tmp_path)
+    (config.root / "config.yaml").write_text(
+        'manhole: {listen: "tcp:12222:interface=127.0.0.1"}\n'
+    )
+    assert token_command(["--root", str(config.root)], io.StringIO()) == 0  # makes the files
+    state = ServerState(4242, True, (("127.0.0.1", 12222), ("0.0.0.0", 8443)))
+    monkeypatch.setattr(token_module, "running_server", lambda data_dir: state)
+    out = io.StringIO()
+    assert token_command(["--root", str(config.root)], out) == 0
+    assert "listens on" not in out.getvalue()
+    out = io.StringIO()
+    assert token_command(["--root", str(config.root), "--port", "443"], out) == 0
+    assert "listens on" not in out.getvalue()
+    assert ":443/ws?token=" in out.getvalue()
+    moved = ServerState(4242, True, (("127.0.0.1", 12222), ("0.0.0.0", 9443)))
+    monkeypatch.setattr(token_module, "running_server", lambda data_dir: moved)
+    out = io.StringIO()
+    assert token_command(["--root", str(config.root)], out) == 0
+    assert "listens on 9443, not 8443" in out.getvalue()

@@ -181,8 +181,12 @@ def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
             f"The port of {listener.description!r} is not in the configuration: "
             f"{DEFAULT_PORT} is a guess; pass --port."
         )
-    if server is not None and server.ports and port not in server.ports:
-        listening = ", ".join(str(p) for p in sorted(server.ports))
+    # Only the WebSocket listeners count: not the manhole's or a metrics port, and not
+    # when the operator named the port (a reverse proxy on 443 forwards elsewhere).
+    side_ports = {_port_of(config.manhole.listen), _port_of(config.metrics.listen)}
+    served = sorted(set(server.ports) - side_ports) if server is not None else []
+    if server is not None and served and port not in served and not options["port"]:
+        listening = ", ".join(str(p) for p in served)
         notes.append(f"The running server (pid {server.pid}) listens on {listening}, not {port}.")
     addresses = reachable_addresses(interface_addresses(), route_address())
     if options["host"]:
@@ -210,3 +214,15 @@ def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     print("", file=out)
     write_qr(url, out)
     return 0
+
+
+def _port_of(description: str | None) -> int | None:
+    """The port of a ``tcp:PORT:...``/``ssl:PORT`` endpoint string, else None."""
+    if not description:
+        return None
+    for part in description.split(":")[1:]:
+        if part.isdigit():
+            return int(part)
+        if part.startswith("port="):
+            return int(part[5:]) if part[5:].isdigit() else None
+    return None
