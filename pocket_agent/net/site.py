@@ -158,6 +158,7 @@ class PocketAgentSite(Site):
 
     _log = Logger()
     authenticator: Authenticator | None = None
+    noisy = False  # no "Starting factory <...object at 0x...>" lines: the ready line says it
 
     def log(self, request: Request) -> None:  # type: ignore[override]
         client = None

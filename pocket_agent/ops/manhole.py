@@ -156,6 +156,7 @@ def manhole_factory(namespace: dict[str, Any], authorized_keys: Path, host_key: 
     realm.chainedProtocolFactory = chainedProtocolFactory(namespace)  # type: ignore[assignment]
     checker = LoggingKeyChecker(AuthorizedKeysFile(authorized_keys))
     factory = ConchFactory(Portal(cast(IRealm, realm), [checker]))
+    factory.noisy = False
     key_type = host_key.sshType()
     # conch's annotation says bytes, its transport uses Key objects (as manhole_tap sets).
     factory.publicKeys = {key_type: host_key.public()}

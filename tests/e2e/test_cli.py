@@ -97,6 +97,7 @@ def test_check_against_a_running_and_then_a_stopped_daemon(
     assert stopped.stderr == ""
     last = json.loads((root / "server.log").read_text().splitlines()[-1])
     assert last["msg"] == f"Pocket Agent Server {version('pocket-agent-server')} stopped"
+    assert "Starting factory" not in (root / "server.log").read_text()  # Twisted's noise
 
 
 @pytest.mark.e2e
