@@ -154,6 +154,7 @@ class App:
             maxFramePayloadSize=new.limits.max_message_size,
         )
         self.hub.max_connections = new.limits.max_connections
+        self.hub.default_approvals = new.claude.approvals
         self.registry.max_projects = new.limits.max_projects
         self.registry.policy = build_policy(new)
         self.authenticator.trust_loopback = new.auth.trust_loopback
@@ -179,8 +180,8 @@ def build_app(
 ) -> App:
     """Everything but the listeners. ``reactor`` is the clock and, unless ``spawner`` is
     given, what spawns claude; ``setsid`` is the binary claude runs under
-    (:func:`find_setsid`); ``run_in_thread`` compresses history off the calling thread
-    (:func:`thread_pool_runner`; None compresses inline)."""
+    (:func:`find_setsid`); ``run_in_thread`` compresses history and builds the previews
+    of permission prompts off the calling thread (:func:`thread_pool_runner`; None: inline)."""
     environ = dict(os.environ) if environ is None else environ
     bus = EventBus()
     registry = build_registry(config, reactor, run_in_thread)
@@ -203,7 +204,9 @@ def build_app(
         setsid=setsid,
         tree_factory=tree_factory,
         storage=storage,
+        run_in_thread=run_in_thread,
     )
+    hub.default_approvals = config.claude.approvals
     claude = ClaudeProbe(reactor, config.claude.binary, environ, probe=probe_versions)
     lock = DataDirLock(config.data_dir / ".lock")
     health = Health(reactor, config.limits, config.data_dir, lock, hub, executor, claude, storage)
@@ -214,7 +217,14 @@ def build_app(
         bus,
         trusted_proxies=config.auth.trusted_proxies,
     )
-    domain = Domain(hub, Workspace(registry, hub, bus), executor, health.report, config.limits)
+    domain = Domain(
+        hub,
+        Workspace(registry, hub, bus),
+        executor,
+        health.report,
+        config.limits,
+        executor.approvals,
+    )
     ws_factory = PocketAgentFactory(domain, bus, authenticator, config, reactor)
     return App(
         config=config,

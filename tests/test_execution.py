@@ -85,6 +85,8 @@ def test_command_line_env_and_cwd(harness: Harness) -> None:
         "--output-format",
         "stream-json",
         "--verbose",
+        "--permission-prompt-tool",  # claude.approvals: phone (SPEC §10) by default
+        "stdio",
     ]
     assert process.args == argv
     assert process.executable == argv[0]
@@ -129,6 +131,7 @@ def test_options_become_flags(make_harness: Callable[..., Harness]) -> None:
     process, _ = start(harness, client, pid, options=options)
     base = process.args.index("--verbose") + 1
     assert process.args[base:] == [
+        "--permission-prompt-tool", "stdio",
         "--model", "sonnet",
         "--fallback-model", "haiku",
         "--permission-mode", "acceptEdits",

@@ -386,36 +386,6 @@ def test_any_sequence_reports_one_result_then_nothing(steps: list[tuple[str, Any
         assert result.outcome is Outcome.SUCCESS
 
 
-def test_paused_clocks_do_not_run_out_while_a_human_decides() -> None:
-    """``pause_clocks`` (an approval pending, next) stops the execution and no-output
-    clocks; ``resume_clocks`` goes on with the time that was left."""
-    rig = Rig(Timeouts(execution=30, no_output=10, kill_grace=2))
-    process = rig.start()
-    rig.reactor.advance(8)
-    rig.run.pause_clocks()
-    rig.reactor.advance(600)
-    assert rig.run.stop_reason is None and rig.tree.signals == []
-    rig.run.resume_clocks()
-    rig.reactor.advance(1.9)
-    assert rig.run.stop_reason is None
-    rig.reactor.advance(0.2)  # 10 s of unpaused silence: the no-output watchdog
-    assert rig.run.stop_reason is StopReason.NO_OUTPUT
-    assert rig.tree.signals == [("leader", signal.SIGINT)]
-    process.exit(0, None)
-    rig.reactor.advance(1)
-    [result] = rig.sink.results
-    assert result.outcome is Outcome.TIMEOUT
-
-
-def test_pausing_clocks_after_the_turn_changes_nothing() -> None:
-    rig = Rig()
-    process = rig.start()
-    process.emit(INIT, RESULT)
-    rig.run.pause_clocks()  # winding down: the linger timer is not the agent's time
-    rig.reactor.advance(TIMEOUTS.kill_grace)
-    assert rig.run.stop_reason is StopReason.LINGERING
-
-
 def test_the_pipes_are_given_up_kill_grace_after_sigkill_even_once_claude_exited() -> None:
     """Survivors holding the pipes open: the run ends when the sweep is over, not one
     more grace later (the give-up timer armed at SIGKILL outlives claude's exit)."""

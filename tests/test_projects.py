@@ -984,4 +984,7 @@ def test_state_reflects_the_project() -> None:
         "last_seq": 42,
         "subscriber_count": 3,
         "error_details": "boom",
+        "awaiting_approval": False,
+        "pending_permissions": [],
+        "settings": {"allowed_tools": [], "approvals": "phone"},
     }

@@ -105,6 +105,7 @@ class RealRuns:
                     ("PATH", f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"),
                 ),
                 allow_dangerous_options=False,
+                approvals="phone",
             ),
             timeouts=attrs.evolve(
                 config.timeouts, **{"kill_grace": 0.5, "execution": 30.0, **timeouts}

@@ -21,6 +21,7 @@ from pocket_agent.wire import messages as m
 from pocket_agent.wire.envelope import decode_envelope
 from pocket_agent.wire.errors import ErrorCode, ProtocolError
 from pocket_agent.wire.requests import (
+    AgentInterruptRequest,
     AgentKillRequest,
     AgentNewSessionRequest,
     ExecuteRequest,
@@ -30,7 +31,9 @@ from pocket_agent.wire.requests import (
     ProjectDeleteRequest,
     ProjectJoinRequest,
     ProjectLeaveRequest,
+    PermissionResponseRequest,
     ProjectListRequest,
+    ProjectSettingsRequest,
     Request,
     encode_request,
     parse_request,
@@ -90,6 +93,19 @@ REQUESTS: list[Request] = [
     ExecuteRequest("bypass", RunOptions(permission_mode=BYPASS)),
     AgentKillRequest(),
     AgentNewSessionRequest(),
+    AgentInterruptRequest(),
+    PermissionResponseRequest("perm-1", "allow"),
+    PermissionResponseRequest(
+        "perm-2",
+        "allow",
+        updated_input={"command": "ls -la"},
+        answers={"Proceed?": "Yes"},
+        remember=True,
+    ),
+    PermissionResponseRequest("perm-3", "deny", message="not that file"),
+    ProjectSettingsRequest(),
+    ProjectSettingsRequest(allowed_tools=("Read", "Bash(git:*)"), approvals="off"),
+    ExecuteRequest("no approvals", RunOptions(approvals="off")),
     GetMessagesRequest(),
     GetMessagesRequest(after_seq=3, before_seq=9, limit=1000, direction="claude"),
     GetMessagesRequest(since="2026-01-02T03:04:05.678Z", limit=1, direction="server"),
@@ -199,6 +215,11 @@ FRAMES: list[tuple[m.Outbound, dict[str, Any]]] = [
     (m.ProjectLeaveReply(project_id=PID), {"project_id": PID, "status": "left"}),
     (m.ExecuteReply("r1", project_id=PID), {"run_id": "r1", "status": "started"}),
     (m.AgentKillReply("idle", project_id=PID), {"status": "idle"}),
+    (m.AgentInterruptReply("interrupting", project_id=PID), {"status": "interrupting"}),
+    (
+        m.PermissionResponseReply("perm-1", "applied", project_id=PID),
+        {"permission_id": "perm-1", "status": "applied"},
+    ),
     (
         m.AgentNewSessionReply(None, project_id=PID),
         {"old_session_id": None, "status": "reset"},
@@ -295,6 +316,13 @@ def test_answers_go_back_with_the_request_id() -> None:
         (ev.DeleteAnswer(PID), "project_delete", {"project_id": PID, "status": "deleted"}),
         (rev.RunAccepted(PID, "r1"), "execute", {"run_id": "r1", "status": "started"}),
         (rev.KillAnswer(PID, "killed"), "agent_kill", {"status": "killed"}),
+        (rev.InterruptAnswer(PID, "idle"), "agent_interrupt", {"status": "idle"}),
+        (
+            rev.PermissionAnswered(PID, "perm-1", "already_resolved"),
+            "permission_response",
+            {"permission_id": "perm-1", "status": "already_resolved"},
+        ),
+        (rev.SettingsAnswer(SNAPSHOT), "project_state", m.project_state_data(SNAPSHOT)),
         (
             rev.SessionResetAnswer(PID, "s1"),
             "agent_new_session",

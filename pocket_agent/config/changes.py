@@ -28,6 +28,7 @@ LIVE = (
     "claude.default_model",
     "claude.extra_args",
     "claude.allow_dangerous_options",
+    "claude.approvals",
     "claude.env",
 )
 # Where the values came from, not a setting: taken as loaded, never reported.

@@ -48,6 +48,7 @@ _COUNT = at_least(parse_int, 1)
 _POSITIVE_SIZE = at_least(parse_size, 1)
 _LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn", "error": "error"}
 _FORMATS = {"json": "json", "text": "text"}
+_APPROVALS = {"phone": "phone", "off": "off"}
 
 _SETTINGS: dict[str, _Setting] = {
     "listen": _Setting(["ssl:8443"], list_of(parse_text, non_empty=True)),
@@ -66,6 +67,7 @@ _SETTINGS: dict[str, _Setting] = {
     "timeouts.ping_interval": _Setting("30s", parse_duration, "PA_PING_INTERVAL"),
     "timeouts.pong_timeout": _Setting("60s", parse_duration, "PA_PONG_TIMEOUT"),
     "timeouts.shutdown": _Setting("30s", parse_duration),
+    "timeouts.permission": _Setting("10m", parse_duration, "PA_PERMISSION_TIMEOUT"),
     "limits.max_connections": _Setting(100, _COUNT, "PA_MAX_CONNECTIONS"),
     "limits.max_projects": _Setting(100, _COUNT, "PA_MAX_PROJECTS"),
     "limits.max_message_size": _Setting("1MiB", _POSITIVE_SIZE, "PA_MESSAGE_SIZE_LIMIT"),
@@ -78,6 +80,7 @@ _SETTINGS: dict[str, _Setting] = {
     "claude.extra_args": _Setting([], list_of(parse_string)),
     "claude.env": _Setting({}, parse_environment),
     "claude.allow_dangerous_options": _Setting(False, parse_bool),
+    "claude.approvals": _Setting("phone", choice(_APPROVALS)),
     "log_rotation.size": _Setting("100MB", _POSITIVE_SIZE, "PA_LOG_ROTATION_SIZE"),
     "log_rotation.count": _Setting(10000, _COUNT, "PA_LOG_ROTATION_COUNT"),
     "log_rotation.compress": _Setting(True, parse_bool),

@@ -41,6 +41,7 @@ class Timeouts:
     ping_interval: float
     pong_timeout: float
     shutdown: float
+    permission: float  # an unanswered permission prompt is denied after this; 0 = never
 
 
 @attrs.frozen(kw_only=True)
@@ -63,6 +64,7 @@ class ClaudeConfig:
     extra_args: tuple[str, ...]
     env: tuple[tuple[str, str], ...]  # sorted pairs, so the config stays hashable
     allow_dangerous_options: bool
+    approvals: str  # "phone": permission prompts go to the phone (SPEC §10); "off"
 
     @property
     def env_dict(self) -> dict[str, str]:

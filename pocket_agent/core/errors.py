@@ -87,3 +87,23 @@ class ClaudeNotFound(DomainError):
             f"the claude binary {binary!r} was not found or is not executable",
             {"binary": binary},
         )
+
+
+class InvalidField(DomainError):
+    """A field the domain refuses for what it says, not its type (``answers`` for a
+    prompt that is no question); the wire shows it like a malformed field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", {"field": field, "reason": reason})
+        self.field = field
+        self.reason = reason
+
+
+class PermissionNotFound(DomainError):
+    """No open or answered permission prompt with that id in this project."""
+
+    def __init__(self, permission_id: str) -> None:
+        super().__init__(
+            f"no permission prompt with id {permission_id!r} in this project",
+            {"permission_id": permission_id},
+        )

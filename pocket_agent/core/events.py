@@ -86,7 +86,11 @@ class ProjectDeleted(Event):
 
 @attrs.frozen
 class ProjectChanged(ProjectEvent):
+    """The project's state; ``everyone`` when every connection must hear it (whether it
+    awaits an approval shows on the projects screen), else its followers."""
+
     project: ProjectSnapshot
+    everyone: bool = False
 
     @property
     def project_id(self) -> str:

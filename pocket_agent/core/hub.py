@@ -25,6 +25,7 @@ from pocket_agent.history import MAX_PAGE, Page, Query
 from .events import (
     Answered,
     Event,
+    ProjectChanged,
     ProjectCreated,
     ProjectDeleted,
     ProjectEvent,
@@ -75,6 +76,7 @@ class Hub:
         self._following: dict[str, list[str]] = {}  # connection_id -> project ids, join order
         self._followers: dict[str, dict[str, Follower]] = {}  # project id -> id -> follower
         self._drained: list[Deferred[None]] = []
+        self.default_approvals = "phone"  # claude.approvals, shown in ProjectState.settings
 
     # ---------------------------------------------------------------- connections
 
@@ -175,7 +177,7 @@ class Hub:
     # ------------------------------------------------------------------ projects
 
     def snapshot(self, project: Project) -> ProjectSnapshot:
-        return project.snapshot(len(self._followers.get(project.id, {})))
+        return project.snapshot(len(self._followers.get(project.id, {})), self.default_approvals)
 
     def snapshots(self) -> list[ProjectSnapshot]:
         """Every project, oldest first."""
@@ -184,7 +186,9 @@ class Hub:
     # ------------------------------------------------------------------- fan-out
 
     def observe(self, event: Event) -> None:
-        if isinstance(event, ProjectEvent):  # the common case: a Record
+        if isinstance(event, ProjectChanged) and event.everyone:
+            self._deliver(self._connections.values(), event)
+        elif isinstance(event, ProjectEvent):  # the common case: a Record
             self._deliver(self._followers.get(event.project_id, {}).values(), event)
         elif isinstance(event, Answered):
             requester = self._connections.get(event.cause.connection_id)

@@ -26,11 +26,64 @@ class ProjectStatus(enum.StrEnum):
     ERROR = "ERROR"
 
 
+APPROVALS = ("phone", "off")
+MAX_RULE = 256
+
+
+def rule_problem(rule: object) -> str | None:
+    """Why ``rule`` cannot be an ``allowed_tools`` rule (SPEC §10), or None when it can."""
+    if not isinstance(rule, str) or not rule:
+        return "must be a non-empty string"
+    if "\x00" in rule or "\n" in rule or "\r" in rule:
+        return "must not contain NUL or newline characters"
+    if rule.startswith("-"):
+        # The CLI's --allowedTools reads values until the next "-…" word.
+        return "must not start with '-'"
+    if len(rule) > MAX_RULE:
+        return f"must be at most {MAX_RULE} characters"
+    return None
+
+
+@attrs.frozen
+class ProjectSettings:
+    """What a phone set for every later run of the project (``project_settings``)."""
+
+    allowed_tools: tuple[str, ...] = ()  # passed as --allowedTools, before the run's own
+    approvals: str | None = None  # "phone" | "off"; None: the server's claude.approvals
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"allowed_tools": list(self.allowed_tools), "approvals": self.approvals}
+
+    @classmethod
+    def from_metadata(cls, value: object) -> ProjectSettings:
+        if value is None:
+            return cls()
+        if not isinstance(value, dict):
+            raise ValueError("settings is not a JSON object")
+        rules = value.get("allowed_tools", [])
+        if not isinstance(rules, list) or any(rule_problem(r) for r in rules):
+            raise ValueError("bad settings.allowed_tools")
+        approvals = value.get("approvals")
+        if approvals is not None and approvals not in APPROVALS:
+            raise ValueError("bad settings.approvals")
+        return cls(tuple(rules), approvals)
+
+    def remembering(self, rule: str) -> ProjectSettings:
+        if rule in self.allowed_tools:
+            return self
+        return attrs.evolve(self, allowed_tools=(*self.allowed_tools, rule))
+
+
 class ActiveRun(Protocol):
     """What a project knows of the run it has (the run machine lives in ``runs/``)."""
 
     @property
     def run_id(self) -> str: ...
+
+    @property
+    def pending_permissions(self) -> tuple[dict[str, Any], ...]:
+        """The open prompts' ``permission_request`` messages, oldest first."""
+        ...
 
 
 @attrs.frozen
@@ -44,6 +97,13 @@ class ProjectSnapshot:
     last_seq: int
     subscriber_count: int
     error_details: str | None = None
+    settings: ProjectSettings = ProjectSettings()
+    approvals: str = "phone"  # what a run gets unless its options say otherwise
+    pending_permissions: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def awaiting_approval(self) -> bool:
+        return bool(self.pending_permissions)
 
 
 @attrs.define(eq=False)
@@ -62,6 +122,7 @@ class Project:
     error_details: str | None = None
     last_seq: int = 0
     run: ActiveRun | None = None
+    settings: ProjectSettings = ProjectSettings()
 
     @property
     def status(self) -> ProjectStatus:
@@ -74,7 +135,7 @@ class Project:
         if self.run is not None:
             raise RunActive(self.id, self.run.run_id)
 
-    def snapshot(self, subscriber_count: int) -> ProjectSnapshot:
+    def snapshot(self, subscriber_count: int, default_approvals: str = "phone") -> ProjectSnapshot:
         return ProjectSnapshot(
             id=self.id,
             path=str(self.path),
@@ -85,6 +146,9 @@ class Project:
             last_seq=self.last_seq,
             subscriber_count=subscriber_count,
             error_details=self.error_details,
+            settings=self.settings,
+            approvals=self.settings.approvals or default_approvals,
+            pending_permissions=self.run.pending_permissions if self.run else (),
         )
 
     def to_metadata(self) -> dict[str, Any]:
@@ -97,6 +161,8 @@ class Project:
         }
         if self.error_details is not None:
             meta["error_details"] = self.error_details
+        if self.settings != ProjectSettings():
+            meta["settings"] = self.settings.to_metadata()
         return meta
 
     @classmethod
@@ -123,4 +189,5 @@ class Project:
             last_active=parse_time(meta.get("last_active", meta.get("created_at"))),
             session_id=session_id,
             error_details=error_details,
+            settings=ProjectSettings.from_metadata(meta.get("settings")),
         )

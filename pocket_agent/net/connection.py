@@ -24,6 +24,7 @@ from pocket_agent.core.events import Cause, Event
 from pocket_agent.core.hub import Departure, Hub
 from pocket_agent.core.workspace import Workspace
 from pocket_agent.history import Query
+from pocket_agent.runs.approvals import Approvals
 from pocket_agent.runs.executor import Executor
 from pocket_agent.wire import messages as m
 from pocket_agent.wire import requests as r
@@ -52,6 +53,7 @@ class Domain:
     executor: Executor
     health: Callable[[], dict[str, Any]]
     limits: Limits
+    approvals: Approvals
 
 
 class Connection:
@@ -215,3 +217,18 @@ class Connection:
         self, request: r.AgentNewSessionRequest, pid: str, cause: Cause
     ) -> None:
         self.domain.executor.new_session(cause, pid)
+
+    def _on_agent_interrupt(
+        self, request: r.AgentInterruptRequest, pid: str, cause: Cause
+    ) -> None:
+        self.domain.approvals.interrupt(cause, pid)
+
+    def _on_permission_response(
+        self, request: r.PermissionResponseRequest, pid: str, cause: Cause
+    ) -> None:
+        self.domain.approvals.respond(cause, pid, request.answer())
+
+    def _on_project_settings(
+        self, request: r.ProjectSettingsRequest, pid: str, cause: Cause
+    ) -> None:
+        self.domain.approvals.settings(cause, pid, request.allowed_tools, request.approvals)

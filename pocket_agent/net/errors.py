@@ -15,6 +15,8 @@ ERROR_CODES: dict[type[domain.DomainError], ErrorCode] = {
     domain.LimitReached: ErrorCode.RESOURCE_LIMIT,
     domain.InvalidOption: ErrorCode.INVALID_MESSAGE,
     domain.ClaudeNotFound: ErrorCode.CLAUDE_NOT_FOUND,
+    domain.InvalidField: ErrorCode.INVALID_MESSAGE,
+    domain.PermissionNotFound: ErrorCode.PERMISSION_NOT_FOUND,
     StorageError: ErrorCode.STORAGE_ERROR,
 }
 

@@ -25,6 +25,7 @@ from pocket_agent.core.pathpolicy import os_reason, utf8_encodable
 from .options import REDACTED, RunOptions
 
 BASE_FLAGS = ("-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose")
+PROMPT_TOOL = ("--permission-prompt-tool", "stdio")
 # Markers that make a nested claude believe it runs inside another Claude Code session.
 INHERITED_MARKERS = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
 
@@ -66,9 +67,16 @@ def _shown(raw: str) -> str:
 
 
 def build_argv(
-    binary: str, claude: ClaudeConfig, options: RunOptions, session_id: str | None
+    binary: str,
+    claude: ClaudeConfig,
+    options: RunOptions,
+    session_id: str | None,
+    approvals: bool = False,
 ) -> list[str]:
+    """``approvals``: the CLI's permission prompts come to us on stdout (SPEC §10)."""
     argv = [binary, *BASE_FLAGS]
+    if approvals:
+        argv += PROMPT_TOOL
     if session_id:
         argv += ["--resume", session_id]  # never -c: it takes no argument in the real CLI
     model = options.model or claude.default_model

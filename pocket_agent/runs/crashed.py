@@ -18,9 +18,10 @@ from pocket_agent.core.projects import Project
 from pocket_agent.history import Query
 from pocket_agent.times import parse_time
 
-from .executor import SERVER_CRASH, Executor, RunRecorder, pending_end
+from .executor import SERVER_CRASH, Executor, pending_end
 from .liverun import LiveRun, LiveRunFile, SweepResult, sweep
 from .outcome import Outcome, RunResult
+from .recorder import RunRecorder
 
 
 @attrs.frozen

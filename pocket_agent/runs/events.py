@@ -6,6 +6,7 @@ from __future__ import annotations
 import attrs
 
 from pocket_agent.core.events import Answer, ProjectEvent
+from pocket_agent.core.projects import ProjectSnapshot
 
 from .outcome import RunResult
 
@@ -22,6 +23,24 @@ class RunAccepted(Answer):
 class KillAnswer(Answer):
     project_id: str
     status: str  # "killed" (a run is stopping) | "idle" (there was none)
+
+
+@attrs.frozen
+class InterruptAnswer(Answer):
+    project_id: str
+    status: str  # "interrupting" (a run is active) | "idle" (there was none)
+
+
+@attrs.frozen
+class PermissionAnswered(Answer):
+    project_id: str
+    permission_id: str
+    status: str  # "applied" (this answer decided) | "already_resolved"
+
+
+@attrs.frozen
+class SettingsAnswer(Answer):
+    project: ProjectSnapshot
 
 
 @attrs.frozen
@@ -57,6 +76,34 @@ class RunKilled(ProjectEvent):
 
     project_id: str
     run_id: str
+
+
+@attrs.frozen
+class RunInterrupted(ProjectEvent):
+    """An interrupt was accepted: the turn stops, the session stays."""
+
+    project_id: str
+    run_id: str
+
+
+@attrs.frozen
+class PermissionRequested(ProjectEvent):
+    """A run asks a human (the Record is published separately, like every Record)."""
+
+    project_id: str
+    run_id: str
+    permission_id: str
+    tool_name: str
+
+
+@attrs.frozen
+class PermissionResolved(ProjectEvent):
+    project_id: str
+    run_id: str
+    permission_id: str
+    behavior: str
+    reason: str
+    waited_s: float
 
 
 @attrs.frozen

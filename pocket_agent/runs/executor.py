@@ -14,22 +14,24 @@ observer: the hub hands it to each follower in seq order.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
+import attrs
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
 from pocket_agent.config import Config
 from pocket_agent.core.errors import LimitReached, PathRefused
-from pocket_agent.core.events import Answered, Cause, EventBus, ProjectChanged, RecordAppended
+from pocket_agent.core.events import Answered, Cause, EventBus, ProjectChanged
 from pocket_agent.core.hub import Hub
 from pocket_agent.core.projects import Project
 from pocket_agent.core.registry import ProjectRegistry
 from pocket_agent.core.storagewatch import StorageWatch, describe
 from pocket_agent.history import Record
 
+from .approvals import Approvals
 from .command import apply_policy, build_argv, build_env, find_binary, printable_argv
 from .events import (
     KillAnswer,
@@ -37,20 +39,22 @@ from .events import (
     RunFinished,
     RunKilled,
     RunStarted,
-    SessionChanged,
     SessionReset,
     SessionResetAnswer,
 )
-from .liverun import LiveRun, LiveRunFile, boot_id
+from .liverun import LiveRun, boot_id
 from .machine import Run
 from .options import RunOptions
 from .outcome import Outcome, RunResult, StopReason
+from .preview import build_preview
 from .ratelimit import ExecutionRate
-from .runcore import RunCore, Timeouts
-from .tree import MARKER, ProcessTree, read_stat
+from .recorder import RunRecorder
+from .runcore import Previewer, RunCore, Timeouts
+from .tree import MARKER, ProcessTree
 from .workdir import WorkDir, open_workdir
 
 TreeFactory = Callable[[int], ProcessTree]
+RunInThread = Callable[..., "Deferred[Any]"]
 SERVER_CRASH = "server_crash"
 
 
@@ -74,7 +78,9 @@ class Executor:
         setsid: str | None,
         tree_factory: TreeFactory | None = None,
         storage: StorageWatch | None = None,
+        run_in_thread: RunInThread | None = None,
     ) -> None:
+        """``run_in_thread`` builds previews off the reactor thread (None: inline)."""
         self.config = config
         self.storage = storage or StorageWatch(config.data_dir, clock, bus)
         self.registry = registry
@@ -87,6 +93,8 @@ class Executor:
         self.tree_factory = tree_factory
         self._waiting: dict[str, list[Deferred[None]]] = {}
         self.execution_rate = ExecutionRate(clock)
+        self.run_in_thread = run_in_thread
+        self.approvals = Approvals(registry, hub, bus, self.storage.failed)
 
     def runs(self) -> list[Run]:
         """The active runs (a project's ``run`` is the one source of truth)."""
@@ -118,7 +126,18 @@ class Executor:
         )
         binary = find_binary(claude.binary, self.environ.get("PATH"))
         run_id = str(uuid.uuid4())
-        argv = build_argv(binary, claude, options, project.session_id)
+        approvals = (
+            options.approvals or project.settings.approvals or claude.approvals
+        ) == "phone"
+        # The project's remembered rules first, then the run's own, each once.
+        rules = tuple(dict.fromkeys((*project.settings.allowed_tools, *options.allowed_tools)))
+        argv = build_argv(
+            binary,
+            claude,
+            attrs.evolve(options, allowed_tools=rules),
+            project.session_id,
+            approvals=approvals,
+        )
         env = build_env(claude, self.environ)
         env[MARKER] = run_id  # inherited by everything the run starts (see runs.tree)
         env["PWD"] = str(project.path)
@@ -139,12 +158,17 @@ class Executor:
                     # A zero grace would never arm the escalation; a tenth of a second
                     # still gives claude its chance to answer SIGINT.
                     Timeouts(
-                        timeouts.execution, timeouts.no_output, max(timeouts.kill_grace, 0.1)
+                        timeouts.execution,
+                        timeouts.no_output,
+                        max(timeouts.kill_grace, 0.1),
+                        timeouts.permission,
                     ),
                     recorder,
                     self.setsid,
                     self.tree_factory,
                     child_fds=workdir.child_fds(),
+                    approvals=approvals,
+                    previewer=self._previewer(project),
                 )
             )
         except BaseException:
@@ -166,6 +190,18 @@ class Executor:
             if not run.finished:
                 run.core.spawn_error = run.core.spawn_error or "the run could not be started"
                 run.force_finish()
+
+    def _previewer(self, project: Project) -> Previewer:
+        """A prompt's preview reads the file it would change: off the reactor thread."""
+
+        def preview(tool_name: str, tool_input: Mapping[str, Any]) -> Deferred[Any]:
+            if self.run_in_thread is None:
+                d = maybeDeferred(build_preview, tool_name, tool_input, project.path)
+            else:
+                d = self.run_in_thread(build_preview, tool_name, tool_input, project.path)
+            return d.addCallback(lambda p: p.to_record() if p is not None else None)
+
+        return preview
 
     def _open_workdir(self, project: Project) -> WorkDir:
         """The project directory, still the one it was created as; else ERROR."""
@@ -350,114 +386,3 @@ class Executor:
                 recorder.live.remove()
         except OSError as e:
             self.storage.failed(project.id, e)
-
-
-class RunRecorder:
-    """A run's output as Records: history first, then the event that fans it out.
-
-    After a failed write the run is stopping (see :meth:`Executor.storage_failed`):
-    later lines are counted as lost instead of being tried one by one."""
-
-    def __init__(
-        self,
-        executor: Executor,
-        project: Project,
-        run_id: str | None,
-        workdir: WorkDir | None = None,
-    ) -> None:
-        self.executor = executor
-        self.project = project
-        self.run_id = run_id
-        self.workdir = workdir
-        self.live = LiveRunFile(executor.registry.store.project_dir(project.id))
-        self.live_run: LiveRun | None = None
-        self.lost = 0
-
-    def store(self, direction: str, message: dict[str, Any], raw: bytes | None = None) -> Record:
-        """Written (flushed to the OS), not yet announced; OSError when the disk says no."""
-        return self.executor.registry.history(self.project.id).append(
-            self.run_id, direction, message, raw
-        )
-
-    def publish(self, record: Record) -> None:
-        self.project.last_seq = record.seq
-        self.executor.bus.emit(RecordAppended(self.project.id, record))
-
-    def record(self, direction: str, message: dict[str, Any], raw: bytes | None = None) -> None:
-        if self.lost:
-            self.lost += 1
-            return
-        try:
-            record = self.store(direction, message, raw)
-        except OSError as e:
-            self.lost += 1
-            self.executor.storage_failed(self, e)
-            return
-        self.publish(record)
-
-    def finish_later(self, end: dict[str, Any]) -> None:
-        """The storage watch's retry of an end that could not be written at the time."""
-        if self.executor.registry.find(self.project.id) is not self.project:
-            return  # deleted meanwhile: nothing to close
-        self.publish(self.store("server", end))
-        # Stored: from here nothing may make the storage watch write it again.
-        try:
-            self.executor.registry.history(self.project.id).sync()
-            self.live.remove()
-        except OSError:
-            self.executor.log.warn(
-                "The end of run {run_id} is written but not yet synced",
-                run_id=self.run_id,
-                project_id=self.project.id,
-            )
-
-    def close(self) -> None:
-        if self.workdir is not None:
-            self.workdir.close()
-
-    # RunSink --------------------------------------------------------------------
-
-    def claude_line(self, message: dict[str, Any], raw: bytes) -> None:
-        self._safely(self.record, "claude", message, raw)
-
-    def server_event(self, message: dict[str, Any]) -> None:
-        self._safely(self.record, "server", message)
-
-    def _safely(self, fn: Callable[..., None], *args: Any) -> None:
-        """An error here must not reach the process protocol (Twisted would close
-        claude's pipe): log it, the run goes on."""
-        try:
-            fn(*args)
-        except Exception:
-            self.executor.log.failure("Recording output of {pid} failed", pid=self.project.id)
-
-    def session_seen(self, session_id: str) -> None:
-        self._safely(self._new_session, session_id)
-
-    def _new_session(self, session_id: str) -> None:
-        project = self.project
-        if session_id == project.session_id:
-            return
-        project.session_id = session_id
-        try:
-            self.executor.registry.save(project)
-        except OSError as e:
-            self.executor.storage_failed(self, e)
-        self.executor.bus.emit(SessionChanged(project.id, session_id))
-
-    def processes_seen(self, tree: ProcessTree) -> None:
-        """Crash-proof what the run started: rewrite the live-run file."""
-        if self.live_run is None:
-            stat = read_stat(tree.pid, tree.proc)
-            self.live_run = LiveRun(
-                self.run_id or "", self.executor.clock.seconds(), boot_id()
-            ).with_tree(tree, stat.starttime if stat else None)
-        else:
-            self.live_run = self.live_run.with_tree(tree, self.live_run.starttime)
-        try:
-            self.live.write(self.live_run)
-        except OSError as e:
-            self.executor.storage_failed(self, e)
-
-    def finished(self, result: RunResult) -> None:
-        self.executor.run_finished(self.project, result, self)

@@ -2,18 +2,24 @@
 
 ::
 
-    idle --start--> running --result--> winding_down
-                       |  \\                 |
-                     stop  exited          stop / exited
-                       v      \\             v
-                    stopping --exited--> reaping --done--> finished
+                  asked / settled
+    awaiting_approval <--> running --result--> winding_down <--result-- interrupting
+           |   \\    interrupt |  \\                 |                     /  |
+           |    `-------------+--+-> interrupting   stop / exited   fallback  exited
+         stop / exited      stop  exited           v                     |    |
+           v                  v       \\         stopping <----stop------'    |
+        stopping           stopping --exited--> reaping --done--> finished <-'
                        (SIGINT, SIGTERM, SIGKILL)   (sweep what is left)
 
 ``spawn_failed`` and ``force_finish`` (shutdown out of time) go straight to finished.
-Data that belongs to one state lives in that state (the deadlines of ``running``, the
-linger timer of ``winding_down``, the escalation step of ``stopping``, the sweep of
-``reaping``); facts that decide the outcome (the exit status, the stop reason, the
-result line) are kept on the :class:`RunCore`. Entering ``finished`` reports exactly one
+``awaiting_approval`` holds while a permission prompt is open (its ``execution`` and
+``no_output`` clocks paused: a human is deciding); ``interrupting`` after an interrupt
+was sent to the CLI, until its ``result`` (or, ``kill_grace`` later, the SIGINT of the
+escalation). Data that belongs to one state lives in that state (the linger timer of
+``winding_down``, the escalation step of ``stopping``, the fallback of
+``interrupting``, the sweep of ``reaping``); the facts that decide the outcome (the exit
+status, the stop reason, the result line, an accepted interrupt), the clocks and the
+open prompts are kept on the :class:`RunCore`. Entering ``finished`` reports exactly one
 :class:`RunResult`; no input leaves it. The model is automat's ``TypeMachineBuilder`` as
 Twisted's own ``ClientService`` uses it.
 
@@ -32,7 +38,8 @@ from twisted.internet.interfaces import IDelayedCall
 from .deadline import Deadline
 from .outcome import Exit, StopReason
 from .process import ClaudeProcessProtocol
-from .runcore import RunCore, StopInfo
+from .prompts import Decision, Prompt, Resolution
+from .runcore import Clocks, RunCore, StopInfo
 from .streamjson import user_message
 
 SWEEP_POLL = 0.05
@@ -43,8 +50,11 @@ class RunInputs(Protocol):
 
     def start(self) -> None: ...
     def spawn_failed(self) -> None: ...
-    def pause_clocks(self) -> None: ...
-    def resume_clocks(self) -> None: ...
+    def permission_asked(self, prompt: Prompt) -> None: ...
+    def permission_answered(self, permission_id: str, decision: Decision) -> None: ...
+    def permission_withdrawn(self, request_id: str) -> None: ...
+    def prompts_settled(self) -> None: ...
+    def interrupt(self) -> None: ...
     def result_seen(self) -> None: ...
     def stop(self, reason: StopReason) -> None: ...
     def escalate(self) -> None: ...
@@ -69,12 +79,28 @@ class _Timers:
 
 @attrs.define
 class Running(_Timers):
-    execution: Deadline
-    no_output: Deadline
+    clocks: Clocks
 
     def cancel(self) -> None:
-        self.execution.cancel()
-        self.no_output.cancel()
+        self.clocks.cancel()
+
+
+@attrs.define
+class AwaitingApproval(_Timers):
+    """The prompts are the core's (``RunCore.prompts``); the clocks are paused here."""
+
+    clocks: Clocks
+
+    def cancel(self) -> None:
+        self.clocks.cancel()
+
+
+@attrs.define
+class Interrupting(_Timers):
+    fallback: IDelayedCall | None = None
+
+    def cancel(self) -> None:
+        _cancel(self.fallback)
 
 
 @attrs.define
@@ -125,16 +151,31 @@ idle = builder.state("idle")
 
 
 def _running(inputs: RunInputs, core: RunCore) -> Running:
-    data = Running(
-        Deadline(core.clock, core.timeouts.execution, lambda: inputs.stop(StopReason.TIMEOUT)),
-        Deadline(core.clock, core.timeouts.no_output, lambda: inputs.stop(StopReason.NO_OUTPUT)),
-    )
-    data.execution.start()
-    data.no_output.start()
-    # The hot path (every chunk of output) pushes the watchdog back without a machine
-    # input; a watchdog that is cancelled with this state ignores it.
-    core.watchdog = data.no_output
-    return data
+    """The clocks start with the turn, and run again after every approval."""
+    if core.clocks is None:
+        core.clocks = Clocks(
+            Deadline(core.clock, core.timeouts.execution, lambda: inputs.stop(StopReason.TIMEOUT)),
+            Deadline(
+                core.clock, core.timeouts.no_output, lambda: inputs.stop(StopReason.NO_OUTPUT)
+            ),
+        )
+        # The hot path (every chunk of output) pushes the watchdog back without a machine
+        # input; a watchdog that is paused or cancelled ignores it.
+        core.watchdog = core.clocks.no_output
+    core.clocks.start()
+    return Running(core.clocks)
+
+
+def _awaiting(inputs: RunInputs, core: RunCore, prompt: Prompt) -> AwaitingApproval:
+    assert core.clocks is not None
+    core.clocks.pause()
+    return AwaitingApproval(core.clocks)
+
+
+def _interrupting(inputs: RunInputs, core: RunCore) -> Interrupting:
+    """No answer to the interrupt within ``kill_grace``: the escalation, starting with
+    SIGINT, which the CLI also takes as an interrupt."""
+    return Interrupting(core.later(core.timeouts.kill_grace, inputs.stop, StopReason.INTERRUPT))
 
 
 def _winding_down(inputs: RunInputs, core: RunCore) -> WindingDown:
@@ -150,6 +191,8 @@ def _reaping(inputs: RunInputs, core: RunCore, status: Exit) -> Reaping:
 
 
 running = builder.state("running", _running)
+awaiting_approval = builder.state("awaiting_approval", _awaiting)
+interrupting = builder.state("interrupting", _interrupting)
 winding_down = builder.state("winding_down", _winding_down)
 stopping = builder.state("stopping", _stopping)
 reaping = builder.state("reaping", _reaping)
@@ -179,26 +222,90 @@ def _spawn_failed(inputs: RunInputs, core: RunCore, data: Running) -> None:
     core.conclude()
 
 
-@running.upon(RunInputs.pause_clocks).loop()
-def _pause_clocks(inputs: RunInputs, core: RunCore, data: Running) -> None:
-    """A human is deciding (an approval): the agent's time does not run."""
-    data.execution.pause()
-    data.no_output.pause()
+# ----------------------------------------------------------- approvals
 
 
-@running.upon(RunInputs.resume_clocks).loop()
-def _resume_clocks(inputs: RunInputs, core: RunCore, data: Running) -> None:
-    data.execution.resume()
-    data.no_output.resume()
+@running.upon(RunInputs.permission_asked).to(awaiting_approval)
+def _first_prompt(inputs: RunInputs, core: RunCore, data: Running, prompt: Prompt) -> None:
+    """A human is deciding: the agent's time does not run (the new state paused it)."""
+    core.open_prompt(prompt, inputs)
 
 
-@running.upon(RunInputs.result_seen).to(winding_down)
-def _turn_done(inputs: RunInputs, core: RunCore, data: Running) -> None:
+@awaiting_approval.upon(RunInputs.permission_asked).loop()
+def _another_prompt(
+    inputs: RunInputs, core: RunCore, data: AwaitingApproval, prompt: Prompt
+) -> None:
+    core.open_prompt(prompt, inputs)
+
+
+@awaiting_approval.upon(RunInputs.permission_answered).loop()
+def _answered(
+    inputs: RunInputs,
+    core: RunCore,
+    data: AwaitingApproval,
+    permission_id: str,
+    decision: Decision,
+) -> None:
+    if core.answer_prompt(permission_id, decision) and not core.prompts:
+        inputs.prompts_settled()
+
+
+@awaiting_approval.upon(RunInputs.permission_withdrawn).loop()
+def _withdrawn(inputs: RunInputs, core: RunCore, data: AwaitingApproval, request_id: str) -> None:
+    if core.withdraw(request_id) and not core.prompts:
+        inputs.prompts_settled()
+
+
+@awaiting_approval.upon(RunInputs.prompts_settled).to(running)
+def _settled(inputs: RunInputs, core: RunCore, data: AwaitingApproval) -> None:
+    """Nothing is open any more: the clocks run again (the new state resumed them)."""
+
+
+def _too_late(reason: Resolution) -> Any:
+    def refuse(inputs: RunInputs, core: RunCore, data: _Timers, prompt: Prompt) -> None:
+        core.refuse(prompt, reason)
+
+    return refuse
+
+
+interrupting.upon(RunInputs.permission_asked).loop()(_too_late(Resolution.INTERRUPTED))
+for _ending in (winding_down, stopping, reaping):
+    _ending.upon(RunInputs.permission_asked).loop()(_too_late(Resolution.RUN_ENDED))
+
+
+# ----------------------------------------------------------- interrupt
+
+
+@running.upon(RunInputs.interrupt).to(interrupting)
+def _interrupt(inputs: RunInputs, core: RunCore, data: Running) -> None:
+    """The stdio ``interrupt``: the CLI stops the turn and prints its result."""
+    data.cancel()
+    core.send_interrupt()
+
+
+@awaiting_approval.upon(RunInputs.interrupt).to(interrupting)
+def _interrupt_prompts(inputs: RunInputs, core: RunCore, data: AwaitingApproval) -> None:
+    """The open prompts are resolved first; the CLI cancels them itself on the interrupt."""
+    data.cancel()
+    core.close_prompts(Resolution.INTERRUPTED, tell=False)
+    core.send_interrupt()
+
+
+# ---------------------------------------------------------- end of turn
+
+
+def _turn_done(inputs: RunInputs, core: RunCore, data: _Timers) -> None:
     """A result ends the turn: close stdin (the CLI exits once it closes) and give it
     ``kill_grace`` to wind down before the escalation; the result decides now."""
     data.cancel()
+    core.close_prompts(Resolution.RUN_ENDED, tell=True)
     assert core.stdin is not None
     core.stdin.close()
+
+
+running.upon(RunInputs.result_seen).to(winding_down)(_turn_done)
+awaiting_approval.upon(RunInputs.result_seen).to(winding_down)(_turn_done)
+interrupting.upon(RunInputs.result_seen).to(winding_down)(_turn_done)
 
 
 @stopping.upon(RunInputs.result_seen).loop()
@@ -208,14 +315,20 @@ def _result_while_stopping(inputs: RunInputs, core: RunCore, data: Stopping) -> 
 
 
 def _begin_stop(inputs: RunInputs, core: RunCore, data: _Timers, reason: StopReason) -> None:
-    """The escalation's first step: SIGINT to claude alone (it aborts cleanly)."""
+    """The escalation's first step: SIGINT to claude alone (it aborts cleanly). What is
+    still open is denied first (``run_ended``), so no prompt outlives its run."""
     data.cancel()
+    core.close_prompts(Resolution.RUN_ENDED, tell=True)
     core.stop = StopInfo(reason, after_result=core.result_line is not None)
+    if reason is StopReason.INTERRUPT and core.result_line is None:
+        core.interrupted = True  # approvals off, or the CLI did not answer the interrupt
     core.log.info("Stopping run {run_id} ({reason})", run_id=core.run_id, reason=reason.value)
     core.signal_leader(signal.SIGINT)
 
 
 running.upon(RunInputs.stop).to(stopping)(_begin_stop)
+awaiting_approval.upon(RunInputs.stop).to(stopping)(_begin_stop)
+interrupting.upon(RunInputs.stop).to(stopping)(_begin_stop)
 winding_down.upon(RunInputs.stop).to(stopping)(_begin_stop)
 
 
@@ -249,6 +362,7 @@ def _abandon_while_stopping(inputs: RunInputs, core: RunCore, data: Stopping) ->
 
 def _claude_exited(inputs: RunInputs, core: RunCore, data: _Timers, status: Exit) -> None:
     data.cancel()
+    core.close_prompts(Resolution.RUN_ENDED, tell=False)
     core.exit = status
     if core.tree is not None:
         core.tree.leader_gone = True  # reaped: its pid is free for others now
@@ -257,6 +371,8 @@ def _claude_exited(inputs: RunInputs, core: RunCore, data: _Timers, status: Exit
 
 
 running.upon(RunInputs.exited).to(reaping)(_claude_exited)
+awaiting_approval.upon(RunInputs.exited).to(reaping)(_claude_exited)
+interrupting.upon(RunInputs.exited).to(reaping)(_claude_exited)
 winding_down.upon(RunInputs.exited).to(reaping)(_claude_exited)
 stopping.upon(RunInputs.exited).to(reaping)(_claude_exited)
 
@@ -326,6 +442,7 @@ def _done(inputs: RunInputs, core: RunCore, data: Reaping) -> None:
 def _force_finish(inputs: RunInputs, core: RunCore, data: _Timers) -> None:
     """Shutdown is out of time: report what we know and stop waiting."""
     data.cancel()
+    core.close_prompts(Resolution.RUN_ENDED, tell=False)
     if core.exit is None:
         core.exit = Exit(None, None)
     try:
@@ -337,6 +454,8 @@ def _force_finish(inputs: RunInputs, core: RunCore, data: _Timers) -> None:
 
 
 running.upon(RunInputs.force_finish).to(finished)(_force_finish)
+awaiting_approval.upon(RunInputs.force_finish).to(finished)(_force_finish)
+interrupting.upon(RunInputs.force_finish).to(finished)(_force_finish)
 winding_down.upon(RunInputs.force_finish).to(finished)(_force_finish)
 stopping.upon(RunInputs.force_finish).to(finished)(_force_finish)
 reaping.upon(RunInputs.force_finish).to(finished)(_force_finish)
@@ -346,22 +465,25 @@ def _ignore(inputs: RunInputs, core: RunCore, *args: object) -> None:
     """Nothing to do in this state (a late timer, a repeated request)."""
 
 
-# Inputs that mean nothing in a state (a late timer, a repeated request). Only a
-# running turn has clocks to pause: winding down and stopping run on their own timers.
-_CLOCKS = ("pause_clocks", "resume_clocks")
+# Inputs that mean nothing in a state (a late timer, a repeated request, an answer to a
+# prompt that is no longer open, an interrupt once the turn is over).
 _LATE = ("escalate", "sweep", "abandon_output", "done")
+_ANSWERS = ("permission_answered", "permission_withdrawn", "prompts_settled")
 _IGNORED_WITHOUT_DATA: dict[Any, tuple[str, ...]] = {
-    idle: ("stop", "kill_now", "force_finish", "result_seen", *_CLOCKS),
+    idle: ("stop", "kill_now", "force_finish", "result_seen", "interrupt", *_ANSWERS),
     finished: (
         *("result_seen", "stop", "kill_now", "exited", "output_closed"),
-        *("force_finish", "spawn_failed", *_LATE, *_CLOCKS),
+        *("force_finish", "spawn_failed", *_LATE, *_ANSWERS),
+        *("permission_asked", "interrupt"),
     ),
 }
 _IGNORED_WITH_DATA: dict[Any, tuple[str, ...]] = {
-    running: ("kill_now", "output_closed", *_LATE),
-    winding_down: ("result_seen", "kill_now", "output_closed", *_LATE, *_CLOCKS),
-    stopping: ("stop", "output_closed", "sweep", "done", *_CLOCKS),
-    reaping: ("result_seen", "stop", "escalate", "kill_now", "exited", *_CLOCKS),
+    running: ("kill_now", "output_closed", *_LATE, *_ANSWERS),
+    awaiting_approval: ("kill_now", "output_closed", "spawn_failed", *_LATE),
+    interrupting: ("kill_now", "output_closed", "spawn_failed", "interrupt", *_LATE, *_ANSWERS),
+    winding_down: ("result_seen", "kill_now", "output_closed", "interrupt", *_LATE, *_ANSWERS),
+    stopping: ("stop", "output_closed", "sweep", "done", "interrupt", *_ANSWERS),
+    reaping: ("result_seen", "stop", "escalate", "kill_now", "exited", "interrupt", *_ANSWERS),
 }
 for _plain, _names in _IGNORED_WITHOUT_DATA.items():
     for _name in _names:
@@ -401,12 +523,29 @@ class Run:
     def kill_now(self) -> None:
         self.machine.kill_now()
 
-    def pause_clocks(self) -> None:
-        """Stop the ``execution`` and ``no_output`` clocks (while a human decides)."""
-        self.machine.pause_clocks()
+    @property
+    def pending_permissions(self) -> tuple[dict[str, Any], ...]:
+        """The open prompts' ``permission_request`` messages, oldest first."""
+        return self.core.prompts.records()
 
-    def resume_clocks(self) -> None:
-        self.machine.resume_clocks()
+    def prompt(self, permission_id: str) -> Prompt | None:
+        return self.core.prompts.get(permission_id)
+
+    def answer(self, permission_id: str, decision: Decision) -> None:
+        self.machine.permission_answered(permission_id, decision)
+
+    def interrupt(self) -> bool:
+        """Stop the turn, keep the session: False when the turn is already over (or being
+        stopped). Without the stdio control channel, an interrupt is the SIGINT of the
+        escalation."""
+        core = self.core
+        if core.result_line is not None or core.stop is not None or core.interrupted:
+            return False
+        if core.approvals:
+            self.machine.interrupt()
+        else:
+            self.machine.stop(StopReason.INTERRUPT)
+        return core.interrupted
 
     def force_finish(self) -> None:
         self.machine.force_finish()

@@ -13,6 +13,7 @@ import attrs
 REDACTED = "<redacted>"
 DANGEROUS = ("dangerously_skip_permissions", "mcp_config")
 PERMISSION_MODES = ("default", "acceptEdits", "plan", "auto", "dontAsk")
+APPROVALS = ("phone", "off")
 BYPASS = "bypassPermissions"
 
 
@@ -27,6 +28,7 @@ class RunOptions:
     add_dirs: tuple[str, ...] = ()
     mcp_config: str | None = None
     dangerously_skip_permissions: bool = False
+    approvals: str | None = None  # "phone" | "off": SPEC §10, over the project's and server's
 
     @property
     def dangerous(self) -> list[str]:

@@ -13,10 +13,12 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     KILLED = "killed"
+    INTERRUPTED = "interrupted"  # agent_interrupt: the turn stopped, the session goes on
 
 
 class StopReason(enum.StrEnum):
     USER = "user"  # agent_kill
+    INTERRUPT = "interrupt"  # agent_interrupt that had to fall back to SIGINT
     TIMEOUT = "timeout"  # timeouts.execution
     NO_OUTPUT = "no_output"  # timeouts.no_output
     SHUTDOWN = "shutdown"

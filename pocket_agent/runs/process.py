@@ -14,6 +14,7 @@ from .streamjson import LineSplitter
 from .tree import SIGNAL_NAMES
 
 if TYPE_CHECKING:
+    from .prompts import Prompt
     from .runcore import RunCore
 
 
@@ -21,6 +22,8 @@ class RunInputs(Protocol):
     """The machine inputs the pipes drive (a subset of ``machine.RunInputs``)."""
 
     def result_seen(self) -> None: ...
+    def permission_asked(self, prompt: Prompt) -> None: ...
+    def permission_withdrawn(self, request_id: str) -> None: ...
     def exited(self, status: Exit) -> None: ...
     def output_closed(self) -> None: ...
 

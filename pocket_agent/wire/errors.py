@@ -19,6 +19,7 @@ class ErrorCode(enum.StrEnum):
     PROCESS_ACTIVE = "PROCESS_ACTIVE"
     RESOURCE_LIMIT = "RESOURCE_LIMIT"
     STORAGE_ERROR = "STORAGE_ERROR"  # the data directory refuses writes (a full disk)
+    PERMISSION_NOT_FOUND = "PERMISSION_NOT_FOUND"  # SPEC §10
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 

@@ -37,6 +37,13 @@ def project_state_data(state: ProjectSnapshot) -> dict[str, Any]:
     }
     if state.error_details is not None:
         wire["error_details"] = state.error_details
+    # SPEC §10: a phone that joins learns of every open prompt from the state alone.
+    wire["awaiting_approval"] = state.awaiting_approval
+    wire["pending_permissions"] = list(state.pending_permissions)
+    wire["settings"] = {
+        "allowed_tools": list(state.settings.allowed_tools),
+        "approvals": state.approvals,
+    }
     return wire
 
 
@@ -175,6 +182,25 @@ class AgentKillReply(Outbound):
 
     def data(self) -> Mapping[str, Any]:
         return {"status": self.status}
+
+
+@attrs.frozen
+class AgentInterruptReply(Outbound):
+    TYPE = "agent_interrupt"
+    status: str  # interrupting | idle
+
+    def data(self) -> Mapping[str, Any]:
+        return {"status": self.status}
+
+
+@attrs.frozen
+class PermissionResponseReply(Outbound):
+    TYPE = "permission_response"
+    permission_id: str
+    status: str  # applied | already_resolved
+
+    def data(self) -> Mapping[str, Any]:
+        return {"permission_id": self.permission_id, "status": self.status}
 
 
 @attrs.frozen

@@ -12,8 +12,10 @@ from typing import Any, ClassVar
 
 import attrs
 
+from pocket_agent.core.projects import APPROVALS, rule_problem
 from pocket_agent.history import MAX_PAGE
 from pocket_agent.runs.options import BYPASS, PERMISSION_MODES, RunOptions
+from pocket_agent.runs.prompts import PermissionAnswer
 from pocket_agent.times import parse_time, rfc3339
 
 from .envelope import Envelope, encode_envelope
@@ -101,6 +103,42 @@ class AgentKillRequest(Request):
 class AgentNewSessionRequest(Request):
     TYPE = "agent_new_session"
     NEEDS_PROJECT = True
+
+
+@attrs.frozen
+class AgentInterruptRequest(Request):
+    TYPE = "agent_interrupt"
+    NEEDS_PROJECT = True
+
+
+@attrs.frozen
+class PermissionResponseRequest(Request):
+    TYPE = "permission_response"
+    NEEDS_PROJECT = True
+    permission_id: str
+    behavior: str
+    message: str | None = None
+    updated_input: dict[str, Any] | None = None
+    answers: dict[str, str] | None = None
+    remember: bool = False
+
+    def answer(self) -> PermissionAnswer:
+        return PermissionAnswer(
+            permission_id=self.permission_id,
+            behavior="allow" if self.behavior == "allow" else "deny",
+            message=self.message,
+            updated_input=self.updated_input,
+            answers=self.answers,
+            remember=self.remember,
+        )
+
+
+@attrs.frozen
+class ProjectSettingsRequest(Request):
+    TYPE = "project_settings"
+    NEEDS_PROJECT = True
+    allowed_tools: tuple[str, ...] | None = None
+    approvals: str | None = None
 
 
 @attrs.frozen
@@ -202,6 +240,18 @@ _OPTIONS: dict[str, Callable[[object], Any]] = {
 }
 
 
+def _approvals(field: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value not in APPROVALS:
+            raise invalid(field, f"must be one of {', '.join(APPROVALS)}")
+        return str(value)
+
+    return parse
+
+
+_OPTIONS["approvals"] = _approvals("data.options.approvals")
+
+
 def parse_options(raw: object) -> RunOptions:
     """``data.options``: known names with well-typed values (the server's policy comes later)."""
     if raw is None:
@@ -250,6 +300,47 @@ def _execute(data: Mapping[str, Any]) -> ExecuteRequest:
     return ExecuteRequest(prompt=prompt, options=parse_options(data.get("options")))
 
 
+def _permission_response(data: Mapping[str, Any]) -> PermissionResponseRequest:
+    behavior = data.get("behavior")
+    if behavior not in ("allow", "deny"):
+        raise invalid("data.behavior", "required, must be allow or deny")
+    message = data.get("message")
+    if message is not None and (not isinstance(message, str) or "\x00" in message):
+        raise invalid("data.message", "must be a string without NUL characters")
+    updated_input = data.get("updated_input")
+    if updated_input is not None and not isinstance(updated_input, dict):
+        raise invalid("data.updated_input", "must be a JSON object (it replaces the tool input)")
+    answers = data.get("answers")
+    if answers is not None:
+        if not isinstance(answers, dict) or not all(isinstance(v, str) for v in answers.values()):
+            raise invalid("data.answers", "must be an object of question text to answer text")
+    return PermissionResponseRequest(
+        permission_id=_required_str(data, "permission_id"),
+        behavior=behavior,
+        message=message,
+        updated_input=updated_input,
+        answers=answers,
+        remember=_bool(data, "remember", False),
+    )
+
+
+def _project_settings(data: Mapping[str, Any]) -> ProjectSettingsRequest:
+    rules = data.get("allowed_tools")
+    if rules is not None:
+        if not isinstance(rules, list):
+            raise invalid("data.allowed_tools", "must be a list of strings")
+        for index, rule in enumerate(rules):
+            problem = rule_problem(rule)
+            if problem is not None:
+                raise invalid(f"data.allowed_tools[{index}]", problem)
+    approvals = data.get("approvals")
+    if approvals is not None:
+        approvals = _approvals("data.approvals")(approvals)
+    return ProjectSettingsRequest(
+        allowed_tools=tuple(rules) if rules is not None else None, approvals=approvals
+    )
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {
     "health": lambda d: HealthRequest(),
     "health_check": lambda d: HealthRequest(),
@@ -263,6 +354,9 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any]], Request]] = {
     "execute": _execute,
     "agent_kill": lambda d: AgentKillRequest(),
     "agent_new_session": lambda d: AgentNewSessionRequest(),
+    "agent_interrupt": lambda d: AgentInterruptRequest(),
+    "permission_response": _permission_response,
+    "project_settings": _project_settings,
     "get_messages": _get_messages,
 }
 

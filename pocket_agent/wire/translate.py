@@ -85,6 +85,11 @@ _ANSWERS: dict[type[Any], Callable[[Any], m.Outbound]] = {
     ev.DeleteAnswer: lambda a: m.ProjectDeleteReply(project_id=a.project_id),
     rev.RunAccepted: lambda a: m.ExecuteReply(a.run_id, project_id=a.project_id),
     rev.KillAnswer: lambda a: m.AgentKillReply(a.status, project_id=a.project_id),
+    rev.InterruptAnswer: lambda a: m.AgentInterruptReply(a.status, project_id=a.project_id),
+    rev.PermissionAnswered: lambda a: m.PermissionResponseReply(
+        a.permission_id, a.status, project_id=a.project_id
+    ),
+    rev.SettingsAnswer: lambda a: m.ProjectStateMessage.of(a.project),
     rev.SessionResetAnswer: lambda a: m.AgentNewSessionReply(
         a.old_session_id, project_id=a.project_id
     ),

@@ -237,6 +237,7 @@ def fields_of(paths: st.SearchStrategy[str]) -> dict[str, dict[str, st.SearchStr
         "mcp_config": st.sampled_from(["{}", '{"mcpServers": {}}'])
         | st.dictionaries(odd_text, odd, max_size=2),
         "dangerously_skip_permissions": st.booleans(),
+        "approvals": st.sampled_from(["phone", "off", "PHONE"]),
     }
     options = st.one_of(
         # add_dirs alone, so runs that start are rare and the path policy is reached often
@@ -255,6 +256,22 @@ def fields_of(paths: st.SearchStrategy[str]) -> dict[str, dict[str, st.SearchStr
         "execute": {"prompt": prompts, "options": options},
         "agent_kill": {},
         "agent_new_session": {},
+        "agent_interrupt": {},
+        "permission_response": {
+            "permission_id": st.sampled_from(["", "p-1", "00000000-0000-0000-0000-000000000000"])
+            | st.text(max_size=40),
+            "behavior": st.sampled_from(["allow", "deny", "ALLOW", ""]),
+            "message": st.text(max_size=20),
+            "updated_input": st.dictionaries(odd_text, odd, max_size=3),
+            "answers": st.dictionaries(st.text(max_size=10), st.text(max_size=10), max_size=2),
+            "remember": st.booleans(),
+        },
+        "project_settings": {
+            "allowed_tools": st.lists(
+                st.sampled_from(["Read", "Bash(git:*)", "-p", "", "a\nb", "x" * 300]), max_size=3
+            ),
+            "approvals": st.sampled_from(["phone", "off", "never"]),
+        },
         "get_messages": {
             "since": times,
             "after_seq": seqs,
