@@ -34,6 +34,14 @@ SPEC_SAMPLES = {
     "pocket_agent_auth_failures_total",
     "pocket_agent_claude_cost_usd_total",
 }
+# Ours beyond SPEC §8, for §10: how often a phone is asked, how it ends, how long it takes.
+APPROVAL_SAMPLES = {
+    "pocket_agent_permission_requests_total",
+    "pocket_agent_permissions_resolved_total",
+    "pocket_agent_permission_wait_seconds_bucket",
+    "pocket_agent_permission_wait_seconds_count",
+    "pocket_agent_permission_wait_seconds_sum",
+}
 
 
 def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -61,11 +69,11 @@ def value(scraped: dict[Any, float], name: str, **labels: str) -> float:
 def test_exactly_the_spec_series_from_the_start(harness: Harness) -> None:
     scraped = scrape(harness)
     ours = {name for name, _ in scraped if name.startswith("pocket_agent_")}
-    assert ours == SPEC_SAMPLES  # no *_created series, nothing else
+    assert ours == SPEC_SAMPLES | APPROVAL_SAMPLES  # no *_created series, nothing else
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= {
         n for n, _ in scraped
     }
-    for status in ("success", "failed", "timeout", "killed"):  # pre-created, at 0
+    for status in ("success", "failed", "timeout", "killed", "interrupted"):  # pre-created, at 0
         assert value(scraped, "pocket_agent_executions_total", status=status) == 0
     for direction in ("client", "claude", "server"):
         assert value(scraped, "pocket_agent_messages_total", direction=direction) == 0

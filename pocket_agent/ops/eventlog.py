@@ -10,13 +10,23 @@ from twisted.logger import Logger
 
 from pocket_agent.core.events import AuthFailed, Event, RecordAppended, SlowConsumerDropped
 from pocket_agent.core.storagewatch import StorageFailed, StorageRecovered
-from pocket_agent.runs.events import RunFinished, RunKilled, RunStarted
+from pocket_agent.runs.events import (
+    PermissionRequested,
+    PermissionResolved,
+    RunFinished,
+    RunInterrupted,
+    RunKilled,
+    RunStarted,
+)
 
 from .logs import RAW_OUTPUT_NAMESPACE, clipped
 
 _LOGGED = (
     RunStarted,
     RunKilled,
+    RunInterrupted,
+    PermissionRequested,
+    PermissionResolved,
     RunFinished,
     SlowConsumerDropped,
     AuthFailed,
@@ -38,6 +48,26 @@ class EventLog:
                 )
             case RunKilled(project_id, run_id):
                 self._log.info("Kill requested", project_id=project_id, run_id=run_id)
+            case RunInterrupted(project_id, run_id):
+                self._log.info("Interrupt requested", project_id=project_id, run_id=run_id)
+            case PermissionRequested(project_id, run_id, permission_id, tool_name):
+                self._log.info(
+                    "Permission requested for {tool_name}",
+                    project_id=project_id,
+                    run_id=run_id,
+                    permission_id=permission_id,
+                    tool_name=tool_name,
+                )
+            case PermissionResolved(project_id, run_id, permission_id, behavior, reason, waited):
+                self._log.info(
+                    "Permission {behavior} ({reason})",
+                    project_id=project_id,
+                    run_id=run_id,
+                    permission_id=permission_id,
+                    behavior=behavior,
+                    reason=reason,
+                    waited_s=round(waited, 3),
+                )
             case RunFinished(project_id, result):
                 self._log.info(
                     "Execution completed",

@@ -18,12 +18,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import choose_encoder
 
 from pocket_agent.core.events import AuthFailed, Event, RecordAppended, SlowConsumerDropped
-from pocket_agent.runs.events import RunFinished
+from pocket_agent.runs.events import PermissionRequested, PermissionResolved, RunFinished
 from pocket_agent.runs.outcome import Outcome
+from pocket_agent.runs.prompts import Resolution
 
 # Runs take from seconds to the 5-minute default timeout and beyond (an operator may
 # allow an hour): the buckets are spread over that span, not prometheus_client's
 # default web-request latencies (5 ms to 10 s).
+WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 DIRECTIONS = ("client", "claude", "server")
 
@@ -75,6 +77,24 @@ class Metrics:
         self.cost = Counter(
             "pocket_agent_claude_cost_usd", "Sum of result.total_cost_usd", registry=r
         )
+        self.permissions = Counter(
+            "pocket_agent_permission_requests", "Permission prompts asked of a phone", registry=r
+        )
+        self.resolved = Counter(
+            "pocket_agent_permissions_resolved",
+            "Permission prompts decided, by behavior and reason",
+            ["behavior", "reason"],
+            registry=r,
+        )
+        for reason in Resolution:
+            for behavior in ("allow", "deny") if reason is Resolution.USER else ("deny",):
+                self.resolved.labels(behavior=behavior, reason=str(reason))
+        self.permission_wait = Histogram(
+            "pocket_agent_permission_wait_seconds",
+            "How long a permission prompt stayed open",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
         ProcessCollector(registry=r)
 
     def observe(self, event: Event) -> None:
@@ -86,6 +106,11 @@ class Metrics:
                 self.duration.observe(result.duration_ms / 1000)
                 if result.cost_usd is not None and result.cost_usd > 0:
                     self.cost.inc(result.cost_usd)
+            case PermissionRequested():
+                self.permissions.inc()
+            case PermissionResolved(behavior=behavior, reason=reason, waited_s=waited):
+                self.resolved.labels(behavior=behavior, reason=reason).inc()
+                self.permission_wait.observe(waited)
             case SlowConsumerDropped():
                 self.slow_consumers.inc()
             case AuthFailed():
