@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.python.failure import Failure
 
-from pocket_agent.runs.machine import Run
 from pocket_agent.runs.outcome import Outcome, RunResult, StopReason
+from pocket_agent.runs.run import Run
 from pocket_agent.runs.runcore import RunCore, Timeouts
 from tests.support import FakeProcess, FakeTree, ProcessReactor
 

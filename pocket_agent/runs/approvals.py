@@ -25,7 +25,7 @@ from .events import InterruptAnswer, PermissionAnswered, RunInterrupted, Setting
 from .prompts import Decision, PermissionAnswer, Prompt, PromptKind
 
 if TYPE_CHECKING:
-    from .machine import Run
+    from .run import Run
 
 # Ids issued since the start, kept so that late answers hear "already_resolved"; the
 # oldest are forgotten past this many (they then hear PERMISSION_NOT_FOUND).

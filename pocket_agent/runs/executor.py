@@ -32,6 +32,7 @@ from pocket_agent.core.storagewatch import StorageWatch, describe
 from pocket_agent.history import Record
 
 from .approvals import Approvals
+from .asking import Previewer
 from .command import apply_policy, build_argv, build_env, find_binary, printable_argv
 from .events import (
     KillAnswer,
@@ -43,13 +44,13 @@ from .events import (
     SessionResetAnswer,
 )
 from .liverun import LiveRun, boot_id
-from .machine import Run
 from .options import RunOptions
 from .outcome import Outcome, RunResult, StopReason
 from .preview import build_preview
 from .ratelimit import ExecutionRate
 from .recorder import RunRecorder
-from .runcore import Previewer, RunCore, Timeouts
+from .run import Run
+from .runcore import RunCore, Timeouts
 from .tree import MARKER, ProcessTree
 from .workdir import WorkDir, open_workdir
 

@@ -31,15 +31,22 @@ from __future__ import annotations
 import signal
 from typing import Any, Protocol
 
-import attrs
 from automat import TypeMachineBuilder
-from twisted.internet.interfaces import IDelayedCall
 
 from .deadline import Deadline
 from .outcome import Exit, StopReason
 from .process import ClaudeProcessProtocol
 from .prompts import Decision, Prompt, Resolution
 from .runcore import Clocks, RunCore, StopInfo
+from .statedata import (
+    AwaitingApproval,
+    Interrupting,
+    Reaping,
+    Running,
+    Stopping,
+    Timers,
+    WindingDown,
+)
 from .streamjson import user_message
 
 SWEEP_POLL = 0.05
@@ -65,79 +72,6 @@ class RunInputs(Protocol):
     def abandon_output(self) -> None: ...
     def done(self) -> None: ...
     def force_finish(self) -> None: ...
-
-
-# ------------------------------------------------------------- state data
-
-
-class _Timers:
-    """State data that owns timers: leaving the state cancels them."""
-
-    def cancel(self) -> None:
-        raise NotImplementedError
-
-
-@attrs.define
-class Running(_Timers):
-    clocks: Clocks
-
-    def cancel(self) -> None:
-        self.clocks.cancel()
-
-
-@attrs.define
-class AwaitingApproval(_Timers):
-    """The prompts are the core's (``RunCore.prompts``); the clocks are paused here."""
-
-    clocks: Clocks
-
-    def cancel(self) -> None:
-        self.clocks.cancel()
-
-
-@attrs.define
-class Interrupting(_Timers):
-    fallback: IDelayedCall | None = None
-
-    def cancel(self) -> None:
-        _cancel(self.fallback)
-
-
-@attrs.define
-class WindingDown(_Timers):
-    linger: IDelayedCall | None = None
-
-    def cancel(self) -> None:
-        _cancel(self.linger)
-
-
-@attrs.define
-class Stopping(_Timers):
-    reason: StopReason
-    step: int = 0  # 0: SIGINT sent, 1: SIGTERM sent, 2: SIGKILL sent
-    timer: IDelayedCall | None = None
-
-    def cancel(self) -> None:
-        _cancel(self.timer)
-
-
-@attrs.define
-class Reaping(_Timers):
-    deadline: float
-    term_sent: bool = False
-    kill_sent: bool = False
-    swept: bool = False
-    timer: IDelayedCall | None = None
-    abandon: IDelayedCall | None = None
-
-    def cancel(self) -> None:
-        _cancel(self.timer)
-        _cancel(self.abandon)
-
-
-def _cancel(timer: IDelayedCall | None) -> None:
-    if timer is not None and timer.active():
-        timer.cancel()
 
 
 # ----------------------------------------------------------------- machine
@@ -228,14 +162,14 @@ def _spawn_failed(inputs: RunInputs, core: RunCore, data: Running) -> None:
 @running.upon(RunInputs.permission_asked).to(awaiting_approval)
 def _first_prompt(inputs: RunInputs, core: RunCore, data: Running, prompt: Prompt) -> None:
     """A human is deciding: the agent's time does not run (the new state paused it)."""
-    core.open_prompt(prompt, inputs)
+    core.asking.open_prompt(prompt, inputs)
 
 
 @awaiting_approval.upon(RunInputs.permission_asked).loop()
 def _another_prompt(
     inputs: RunInputs, core: RunCore, data: AwaitingApproval, prompt: Prompt
 ) -> None:
-    core.open_prompt(prompt, inputs)
+    core.asking.open_prompt(prompt, inputs)
 
 
 @awaiting_approval.upon(RunInputs.permission_answered).loop()
@@ -246,13 +180,13 @@ def _answered(
     permission_id: str,
     decision: Decision,
 ) -> None:
-    if core.answer_prompt(permission_id, decision) and not core.prompts:
+    if core.asking.answer(permission_id, decision) and not core.prompts:
         inputs.prompts_settled()
 
 
 @awaiting_approval.upon(RunInputs.permission_withdrawn).loop()
 def _withdrawn(inputs: RunInputs, core: RunCore, data: AwaitingApproval, request_id: str) -> None:
-    if core.withdraw(request_id) and not core.prompts:
+    if core.asking.withdraw(request_id) and not core.prompts:
         inputs.prompts_settled()
 
 
@@ -262,8 +196,8 @@ def _settled(inputs: RunInputs, core: RunCore, data: AwaitingApproval) -> None:
 
 
 def _too_late(reason: Resolution) -> Any:
-    def refuse(inputs: RunInputs, core: RunCore, data: _Timers, prompt: Prompt) -> None:
-        core.refuse(prompt, reason)
+    def refuse(inputs: RunInputs, core: RunCore, data: Timers, prompt: Prompt) -> None:
+        core.asking.refuse(prompt, reason)
 
     return refuse
 
@@ -287,18 +221,18 @@ def _interrupt(inputs: RunInputs, core: RunCore, data: Running) -> None:
 def _interrupt_prompts(inputs: RunInputs, core: RunCore, data: AwaitingApproval) -> None:
     """The open prompts are resolved first; the CLI cancels them itself on the interrupt."""
     data.cancel()
-    core.close_prompts(Resolution.INTERRUPTED, tell=False)
+    core.asking.close_all(Resolution.INTERRUPTED, tell=False)
     core.send_interrupt()
 
 
 # ---------------------------------------------------------- end of turn
 
 
-def _turn_done(inputs: RunInputs, core: RunCore, data: _Timers) -> None:
+def _turn_done(inputs: RunInputs, core: RunCore, data: Timers) -> None:
     """A result ends the turn: close stdin (the CLI exits once it closes) and give it
     ``kill_grace`` to wind down before the escalation; the result decides now."""
     data.cancel()
-    core.close_prompts(Resolution.RUN_ENDED, tell=True)
+    core.asking.close_all(Resolution.RUN_ENDED, tell=True)
     assert core.stdin is not None
     core.stdin.close()
 
@@ -314,11 +248,11 @@ def _result_while_stopping(inputs: RunInputs, core: RunCore, data: Stopping) -> 
     core.stdin.close()
 
 
-def _begin_stop(inputs: RunInputs, core: RunCore, data: _Timers, reason: StopReason) -> None:
+def _begin_stop(inputs: RunInputs, core: RunCore, data: Timers, reason: StopReason) -> None:
     """The escalation's first step: SIGINT to claude alone (it aborts cleanly). What is
     still open is denied first (``run_ended``), so no prompt outlives its run."""
     data.cancel()
-    core.close_prompts(Resolution.RUN_ENDED, tell=True)
+    core.asking.close_all(Resolution.RUN_ENDED, tell=True)
     core.stop = StopInfo(reason, after_result=core.result_line is not None)
     if reason is StopReason.INTERRUPT and core.result_line is None:
         core.interrupted = True  # approvals off, or the CLI did not answer the interrupt
@@ -360,9 +294,9 @@ def _abandon_while_stopping(inputs: RunInputs, core: RunCore, data: Stopping) ->
     _give_up_on_output(core)
 
 
-def _claude_exited(inputs: RunInputs, core: RunCore, data: _Timers, status: Exit) -> None:
+def _claude_exited(inputs: RunInputs, core: RunCore, data: Timers, status: Exit) -> None:
     data.cancel()
-    core.close_prompts(Resolution.RUN_ENDED, tell=False)
+    core.asking.close_all(Resolution.RUN_ENDED, tell=False)
     core.exit = status
     if core.tree is not None:
         core.tree.leader_gone = True  # reaped: its pid is free for others now
@@ -439,10 +373,10 @@ def _done(inputs: RunInputs, core: RunCore, data: Reaping) -> None:
     core.conclude()
 
 
-def _force_finish(inputs: RunInputs, core: RunCore, data: _Timers) -> None:
+def _force_finish(inputs: RunInputs, core: RunCore, data: Timers) -> None:
     """Shutdown is out of time: report what we know and stop waiting."""
     data.cancel()
-    core.close_prompts(Resolution.RUN_ENDED, tell=False)
+    core.asking.close_all(Resolution.RUN_ENDED, tell=False)
     if core.exit is None:
         core.exit = Exit(None, None)
     try:
@@ -493,59 +427,3 @@ for _with_data, _names in _IGNORED_WITH_DATA.items():
         _with_data.upon(getattr(RunInputs, _name), nodata=True).loop()(_ignore)
 
 RunMachine = builder.build()
-
-
-class Run:
-    """A run as the executor sees it: its id, its stop reason, and the inputs it may send."""
-
-    def __init__(self, core: RunCore) -> None:
-        self.core = core
-        self.machine: RunInputs = RunMachine(core)
-
-    @property
-    def run_id(self) -> str:
-        return self.core.run_id
-
-    @property
-    def stop_reason(self) -> StopReason | None:
-        return self.core.stop.reason if self.core.stop else None
-
-    @property
-    def finished(self) -> bool:
-        return self.core.finished
-
-    def start(self) -> None:
-        self.machine.start()
-
-    def stop(self, reason: StopReason) -> None:
-        self.machine.stop(reason)
-
-    def kill_now(self) -> None:
-        self.machine.kill_now()
-
-    @property
-    def pending_permissions(self) -> tuple[dict[str, Any], ...]:
-        """The open prompts' ``permission_request`` messages, oldest first."""
-        return self.core.prompts.records()
-
-    def prompt(self, permission_id: str) -> Prompt | None:
-        return self.core.prompts.get(permission_id)
-
-    def answer(self, permission_id: str, decision: Decision) -> None:
-        self.machine.permission_answered(permission_id, decision)
-
-    def interrupt(self) -> bool:
-        """Stop the turn, keep the session: False when the turn is already over (or being
-        stopped). Without the stdio control channel, an interrupt is the SIGINT of the
-        escalation."""
-        core = self.core
-        if core.result_line is not None or core.stop is not None or core.interrupted:
-            return False
-        if core.approvals:
-            self.machine.interrupt()
-        else:
-            self.machine.stop(StopReason.INTERRUPT)
-        return core.interrupted
-
-    def force_finish(self) -> None:
-        self.machine.force_finish()

@@ -6,14 +6,13 @@ decision live here; *when* things happen is the machine's (:mod:`.machine`).
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import succeed
 from twisted.internet.interfaces import (
     IDelayedCall,
     IProcessTransport,
@@ -24,13 +23,12 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from pocket_agent.times import from_seconds
-
+from .asking import ControlInputs, Previewer, PromptSink, RunPrompts
 from .channel import StdinChannel
-from .control import ToolAsk, Withdrawn, allow_line, deny_line, interrupt_line, read_control
+from .control import interrupt_line
 from .deadline import Deadline
 from .outcome import Exit, Outcome, RunResult, StopReason, result_cost, result_error
-from .prompts import Decision, OpenPrompts, Prompt, Resolution
+from .prompts import OpenPrompts
 from .streamjson import parse_line
 from .tree import ProcessTree
 
@@ -39,22 +37,13 @@ _KILLS = (StopReason.USER, StopReason.SHUTDOWN)
 SCAN_INTERVAL = 1.0
 
 
-class LineInputs(Protocol):
+class LineInputs(ControlInputs, Protocol):
     """The machine inputs claude's stdout drives through the core."""
 
     def result_seen(self) -> None: ...
-    def permission_asked(self, prompt: Prompt) -> None: ...
-    def permission_withdrawn(self, request_id: str) -> None: ...
 
 
-class PromptInputs(Protocol):
-    def permission_answered(self, permission_id: str, decision: Decision) -> None: ...
-
-
-Previewer = Callable[[str, Mapping[str, Any]], "Deferred[Mapping[str, Any] | None]"]
-
-
-class RunSink(Protocol):
+class RunSink(PromptSink, Protocol):
     """Where a run's output goes (the executor: history, then followers)."""
 
     def claude_line(self, message: dict[str, Any], raw: bytes) -> None: ...
@@ -65,12 +54,6 @@ class RunSink(Protocol):
 
     def processes_seen(self, tree: ProcessTree) -> None:
         """Claude was spawned, or a new descendant was recorded (crash-proof it)."""
-
-    def permission_opened(self, prompt: Prompt) -> None:
-        """A prompt is open (``awaiting_approval`` holds while any is)."""
-
-    def permission_closed(self, prompt: Prompt, decision: Decision) -> None:
-        """A prompt is decided, whoever decided it (the CLI has been told, if it could be)."""
 
     def finished(self, result: RunResult) -> None: ...
 
@@ -169,10 +152,14 @@ class RunCore:
         self._stderr_size = 0
         self._scanner: LoopingCall | None = None
         self.approvals = approvals
-        self.previewer = previewer or (lambda tool, tool_input: succeed(None))
         self.clocks: Clocks | None = None  # made when the turn starts running
-        self.prompts = OpenPrompts()
-        self._preparing: dict[str, bool] = {}  # CLI request id -> withdrawn meanwhile
+        self.asking = RunPrompts(
+            run_id,
+            clock,
+            timeouts.permission,
+            sink,
+            previewer or (lambda tool, tool_input: succeed(None)),
+        )
         self.interrupted = False  # an interrupt was accepted before the result
 
     # ----------------------------------------------------------------- process
@@ -185,7 +172,7 @@ class RunCore:
 
     def connected(self, transport: IProcessTransport) -> None:
         self.transport = transport
-        self.stdin = StdinChannel(transport)
+        self.stdin = self.asking.stdin = StdinChannel(transport)
         assert transport.pid is not None
         self.tree = self.tree_factory(transport.pid)
         self.tree.record()
@@ -237,7 +224,7 @@ class RunCore:
             return
         self.sink.claude_line(message, raw)
         if message.get("type") in ("control_request", "control_cancel_request"):
-            self._control(machine, message)
+            self.asking.control(machine, message)
             return
         session_id = message.get("session_id")
         if (
@@ -251,95 +238,6 @@ class RunCore:
         if message.get("type") == "result" and self.result_line is None:
             self.result_line = message
             machine.result_seen()
-
-    # ---------------------------------------------------------------- prompts
-
-    def _control(self, machine: LineInputs, message: dict[str, Any]) -> None:
-        control = read_control(message)
-        if isinstance(control, ToolAsk):
-            self._prepare(machine, control)
-        elif isinstance(control, Withdrawn):
-            if control.request_id in self._preparing:
-                self._preparing[control.request_id] = True
-            else:
-                machine.permission_withdrawn(control.request_id)
-
-    def _prepare(self, machine: LineInputs, ask: ToolAsk) -> None:
-        """Build the preview (it reads the file), then the prompt is asked of the machine;
-        one the CLI withdrew meanwhile is dropped unseen."""
-        self._preparing[ask.request_id] = False
-
-        def failed(failure: Any) -> None:
-            self.log.failure("Building the preview of {tool} failed", failure, tool=ask.tool_name)
-
-        def ready(preview: Mapping[str, Any] | None) -> None:
-            if self._preparing.pop(ask.request_id, True) or self.finished:
-                return
-            created = from_seconds(self.clock.seconds())
-            limit = self.timeouts.permission
-            expires = from_seconds(self.clock.seconds() + limit) if limit > 0 else None
-            prompt = Prompt(str(uuid.uuid4()), self.run_id, ask, created, expires, preview)
-            machine.permission_asked(prompt)
-
-        d = maybeDeferred(self.previewer, ask.tool_name, ask.input)
-        d.addErrback(failed)
-        d.addCallback(ready)
-        d.addErrback(lambda f: self.log.failure("Asking for {tool} failed", f, tool=ask.tool_name))
-
-    def open_prompt(self, prompt: Prompt, inputs: PromptInputs) -> None:
-        self.prompts.add(prompt)
-        if self.timeouts.permission > 0:
-            prompt.timer = self.later(
-                self.timeouts.permission,
-                inputs.permission_answered,
-                prompt.permission_id,
-                Decision.deny(Resolution.TIMEOUT),
-            )
-        self.sink.permission_opened(prompt)
-
-    def answer_prompt(self, permission_id: str, decision: Decision) -> bool:
-        """Tell the CLI and record it; False when the prompt is not open (any more)."""
-        prompt = self.prompts.pop(permission_id)
-        if prompt is None:
-            return False
-        self._tell(prompt, decision)
-        self.sink.permission_closed(prompt, decision)
-        return True
-
-    def refuse(self, prompt: Prompt, reason: Resolution) -> None:
-        """A prompt that comes too late (the run is ending): recorded, and denied at once."""
-        self.prompts.add(prompt)
-        self.sink.permission_opened(prompt)
-        self.answer_prompt(prompt.permission_id, Decision.deny(reason))
-
-    def close_prompts(self, reason: Resolution, tell: bool) -> None:
-        """Resolve every open prompt as a deny, before an interrupt or the first signal;
-        ``tell`` False when the CLI cannot hear it or cancels them itself (interrupt)."""
-        for prompt in self.prompts:
-            decision = Decision.deny(reason)
-            self.prompts.pop(prompt.permission_id)
-            if tell:
-                self._tell(prompt, decision)
-            self.sink.permission_closed(prompt, decision)
-
-    def withdraw(self, request_id: str) -> bool:
-        prompt = self.prompts.by_request(request_id)
-        if prompt is None:
-            return False
-        self.prompts.pop(prompt.permission_id)
-        self.sink.permission_closed(prompt, Decision.deny(Resolution.CANCELLED))
-        return True
-
-    def _tell(self, prompt: Prompt, decision: Decision) -> None:
-        if self.stdin is None:
-            return
-        request_id = prompt.ask.request_id
-        if decision.behavior == "allow":
-            self.stdin.write_line(
-                allow_line(request_id, decision.updated_input or prompt.ask.input)
-            )
-        else:
-            self.stdin.write_line(deny_line(request_id, decision.message))
 
     def send_interrupt(self) -> None:
         self.interrupted = True
@@ -384,9 +282,13 @@ class RunCore:
         """After SIGKILL: stop waiting for the pipes ``kill_grace`` from now."""
         self._abandon = self.later(self.timeouts.kill_grace, abandon)
 
+    @property
+    def prompts(self) -> OpenPrompts:
+        return self.asking.open
+
     def conclude(self) -> None:
         """Decide and report the one outcome; called on entering ``finished`` only."""
-        self.finished = True
+        self.finished = self.asking.closed = True
         self.stop_scanning()
         if self._abandon is not None and self._abandon.active():
             self._abandon.cancel()
