@@ -841,3 +841,29 @@ def test_the_log_says_who_asked_what_and_how_it_ended(asked: Asked) -> None:
     [resolved] = [e for e in seen if e.get("log_format") == "Permission {behavior} ({reason})"]
     assert (resolved["behavior"], resolved["reason"]) == ("deny", "interrupted")
     assert resolved["permission_id"] == t.permission_id and resolved["project_id"] == t.pid
+
+
+def test_a_control_request_we_do_not_serve_gets_an_error_reply(harness: Harness) -> None:
+    """Else the CLI would wait for an answer forever (hooks, SDK MCP servers: never asked
+    for, but a CLI that sends one anyway must not hang the run)."""
+    pid, [client] = setup(harness)
+    process, _ = start(harness, client, pid)
+    process.emit(
+        {"type": "control_request", "request_id": "h1", "request": {"subtype": "hook_callback"}}
+    )
+    seen = client.new()
+    assert kinds(seen) == ["agent_message:control_request"]  # recorded, nothing asked
+    [response] = control_responses(process)
+    assert response["subtype"] == "error" and response["request_id"] == "h1"
+    assert "hook_callback" in response["error"]
+
+
+def test_remember_is_announced_with_the_resolution(asked: Asked) -> None:
+    t = asked
+    replies = respond(t.client, t.pid, t.permission_id, behavior="allow", remember=True)
+    assert kinds(replies) == [
+        "permission_response",
+        "agent_message:permission_resolved",
+        "project_state",
+    ]
+    assert states(replies)[0]["settings"]["allowed_tools"] == ["Write"]

@@ -66,6 +66,7 @@ class Approvals:
         if answer.remember and decision.behavior == "allow":
             rule = rule_for(prompt)
             if rule is not None:
+                # Announced with the resolution's project_state, right after the answer.
                 self._save(project, project.settings.remembering(rule))
         self._answer(cause, project_id, answer.permission_id, "applied")
         run.answer(answer.permission_id, decision)
@@ -94,16 +95,18 @@ class Approvals:
             settings = attrs.evolve(settings, allowed_tools=tuple(dict.fromkeys(allowed_tools)))
         if approvals is not None:
             settings = attrs.evolve(settings, approvals=approvals)
-        self._save(project, settings, cause)
+        self._save(project, settings)
+        snapshot = self.hub.snapshot(project)
+        self.bus.emit(Answered(cause, SettingsAnswer(snapshot)))
+        self.bus.emit(ProjectChanged(snapshot))
 
     # ------------------------------------------------------------------ helpers
 
     def _answer(self, cause: Cause, project_id: str, permission_id: str, status: str) -> None:
         self.bus.emit(Answered(cause, PermissionAnswered(project_id, permission_id, status)))
 
-    def _save(
-        self, project: Project, settings: ProjectSettings, cause: Cause | None = None
-    ) -> None:
+    def _save(self, project: Project, settings: ProjectSettings) -> None:
+        """Stored before anything is said; a refused write changes nothing."""
         previous = project.settings
         project.settings = settings
         try:
@@ -111,11 +114,6 @@ class Approvals:
         except OSError as e:
             project.settings = previous
             raise self._storage_failed(project.id, e) from None
-        snapshot = self.hub.snapshot(project)
-        if cause is not None:
-            self.bus.emit(Answered(cause, SettingsAnswer(snapshot)))
-        if settings != previous or cause is not None:
-            self.bus.emit(ProjectChanged(snapshot))
 
 
 def decide(prompt: Prompt, answer: PermissionAnswer, connection_id: str) -> Decision:

@@ -20,7 +20,15 @@ from twisted.logger import Logger
 from pocket_agent.times import from_seconds
 
 from .channel import StdinChannel
-from .control import ToolAsk, Withdrawn, allow_line, deny_line, read_control
+from .control import (
+    ToolAsk,
+    Unsupported,
+    Withdrawn,
+    allow_line,
+    deny_line,
+    error_line,
+    read_control,
+)
 from .prompts import Decision, OpenPrompts, Prompt, Resolution
 
 Previewer = Callable[[str, Mapping[str, Any]], "Deferred[Mapping[str, Any] | None]"]
@@ -71,6 +79,12 @@ class RunPrompts:
         control = read_control(message)
         if isinstance(control, ToolAsk):
             self._prepare(machine, control)
+        elif isinstance(control, Unsupported):
+            if self.stdin is not None:
+                error = (
+                    f"pocket-agent does not serve control requests of subtype {control.subtype!r}"
+                )
+                self.stdin.write_line(error_line(control.request_id, error))
         elif isinstance(control, Withdrawn):
             if control.request_id in self._preparing:
                 self._preparing[control.request_id] = True

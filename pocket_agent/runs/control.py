@@ -36,13 +36,22 @@ class ToolAsk:
 
 
 @attrs.frozen
+class Unsupported:
+    """A control request we do not serve (hooks, SDK MCP servers: never asked for); it
+    gets an error reply, so the CLI does not wait for an answer that never comes."""
+
+    request_id: str
+    subtype: object
+
+
+@attrs.frozen
 class Withdrawn:
     """``control_cancel_request``: the CLI no longer waits for ``request_id``."""
 
     request_id: str
 
 
-ControlLine = ToolAsk | Withdrawn
+ControlLine = ToolAsk | Withdrawn | Unsupported
 
 
 def _text(value: object) -> str | None:
@@ -50,8 +59,8 @@ def _text(value: object) -> str | None:
 
 
 def read_control(message: Mapping[str, Any]) -> ControlLine | None:
-    """What a stdout line asks of us, or None (any other line, or a control request of a
-    kind we do not answer: it is recorded like every line and otherwise left alone)."""
+    """What a stdout line asks of us, or None (any other line: it is recorded like every
+    line and otherwise left alone)."""
     kind = message.get("type")
     request_id = message.get("request_id")
     if not isinstance(request_id, str) or not request_id:
@@ -61,12 +70,13 @@ def read_control(message: Mapping[str, Any]) -> ControlLine | None:
     if kind != "control_request":
         return None
     request = message.get("request")
-    if not isinstance(request, dict) or request.get("subtype") != "can_use_tool":
-        return None
+    subtype = request.get("subtype") if isinstance(request, dict) else None
+    if not isinstance(request, dict) or subtype != "can_use_tool":
+        return Unsupported(request_id, subtype)
     tool_name = request.get("tool_name")
     tool_input = request.get("input")
     if not isinstance(tool_name, str) or not isinstance(tool_input, dict):
-        return None
+        return Unsupported(request_id, subtype)
     suggestions = request.get("permission_suggestions")
     reason = request.get("decision_reason")
     return ToolAsk(
@@ -111,6 +121,15 @@ def deny_line(request_id: str, message: str | None) -> bytes:
                 "request_id": request_id,
                 "response": {"behavior": "deny", "message": message or DEFAULT_DENY},
             },
+        }
+    )
+
+
+def error_line(request_id: str, error: str) -> bytes:
+    return _line(
+        {
+            "type": "control_response",
+            "response": {"subtype": "error", "request_id": request_id, "error": error},
         }
     )
 
