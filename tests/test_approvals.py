@@ -499,10 +499,14 @@ def test_claude_dying_with_a_prompt_open_resolves_it(asked: Asked) -> None:
 
 def test_a_prompt_after_the_result_is_denied_at_once(harness: Harness) -> None:
     pid, [client] = setup(harness)
+    stranger = harness.hello()[0]
     process, _ = start(harness, client, pid)
     process.emit(RESULT)
+    stranger.new()
     ask(process)
+    assert stranger.new() == []  # it never awaited approval: nothing to tell everyone
     seen = client.new()
+    assert all(not s["awaiting_approval"] for s in states(seen))
     [resolved] = of_type(seen, "permission_resolved")
     assert (resolved["behavior"], resolved["reason"]) == ("deny", "run_ended")
     # stdin is closed after the result: nothing more can be written to it
@@ -580,6 +584,24 @@ def test_an_interrupt_the_cli_ignores_falls_back_to_sigint(harness: Harness) -> 
     assert finished["outcome"] == "interrupted"
 
 
+@pytest.mark.parametrize("approvals", ["phone", "off"])
+def test_a_kill_after_the_interrupts_sigint_is_a_kill(
+    make_harness: Callable[..., Harness], approvals: str
+) -> None:
+    """With approvals off the interrupt is the SIGINT at once; with them on, after the
+    fallback. A kill then still makes the run ``killed`` (and says so)."""
+    harness = make_harness(claude={"binary": "/bin/sh", "approvals": approvals})
+    pid, [client] = setup(harness)
+    process, _ = start(harness, client, pid)
+    client.request("agent_interrupt", project_id=pid)
+    harness.clock.advance(harness.config.timeouts.kill_grace + 0.1 if approvals == "phone" else 0)
+    assert harness.clock.trees[-1].signals == [("leader", signal.SIGINT)]
+    replies = client.request("agent_kill", project_id=pid)
+    assert kinds(replies) == ["agent_kill", "agent_message:process_killed", "process_killed"]
+    process.exit(0, signal.SIGINT)
+    assert reply_of(client.new(), "execution_finished")["data"]["outcome"] == "killed"
+
+
 def test_a_kill_after_an_interrupt_is_a_kill(harness: Harness) -> None:
     pid, [client] = setup(harness)
     process, _ = start(harness, client, pid)
@@ -646,8 +668,8 @@ def test_options_approvals_overrides_the_server_for_one_run(
 def test_kill_while_a_prompt_is_pending_denies_it_before_the_first_signal(asked: Asked) -> None:
     t = asked
     replies = t.client.request("agent_kill", project_id=t.pid)
-    assert kinds(replies) == ["agent_message:permission_resolved", "project_state",
-                              "agent_kill", "agent_message:process_killed",
+    assert kinds(replies) == ["agent_kill", "agent_message:permission_resolved",
+                              "project_state", "agent_message:process_killed",
                               "process_killed"]  # fmt: skip
     assert of_type(replies, "permission_resolved")[0]["reason"] == "run_ended"
     [response] = control_responses(t.process)
@@ -768,11 +790,18 @@ def test_bad_settings_are_refused(harness: Harness, data: dict[str, Any], field:
     assert harness.app.registry.get(pid).settings.allowed_tools == ()
 
 
-def test_metadata_with_bad_settings_is_refused() -> None:
-    base = {"id": "p1", "path": "/w", "created_at": "2024-01-01T00:00:00Z"}
-    for settings in ({"allowed_tools": ["-x"]}, {"approvals": "maybe"}, []):
-        with pytest.raises(ValueError):
-            Project.from_metadata({**base, "settings": settings}, "p1")
+def test_bad_stored_settings_are_dropped_not_a_reason_to_quarantine_the_project() -> None:
+    base = {"id": "p1", "path": "/w", "created_at": "2024-01-01T00:00:00Z", "session_id": "s"}
+    cases = [
+        ({"allowed_tools": ["Read", "-x", 3]}, ("Read",), None),
+        ({"allowed_tools": "Read", "approvals": "off"}, (), "off"),
+        ({"approvals": "maybe"}, (), None),
+        ([], (), None),
+    ]
+    for settings, rules, approvals in cases:
+        project = Project.from_metadata({**base, "settings": settings}, "p1")
+        assert (project.settings.allowed_tools, project.settings.approvals) == (rules, approvals)
+        assert project.session_id == "s"
     assert Project.from_metadata(base, "p1").settings.allowed_tools == ()
 
 

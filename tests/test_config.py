@@ -87,7 +87,7 @@ def test_defaults(root: Path, home: Path) -> None:
             ping_interval=30.0,
             pong_timeout=60.0,
             shutdown=30.0,
-                permission=600.0,
+            permission=600.0,
         ),
         limits=Limits(
             max_connections=100,
@@ -104,7 +104,7 @@ def test_defaults(root: Path, home: Path) -> None:
             extra_args=(),
             env=(),
             allow_dangerous_options=False,
-                approvals="phone",
+            approvals="phone",
         ),
         log_rotation=LogRotation(size=100_000_000, count=10000, compress=True, max_age=2592000.0),
         logging=LoggingConfig(

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
+from twisted.logger import Logger
 
 from pocket_agent.times import parse_time, rfc3339
 
 from .errors import RunActive
 
 METADATA = "metadata.json"
+_log = Logger()
 
 
 class ProjectStatus(enum.StrEnum):
@@ -56,17 +58,25 @@ class ProjectSettings:
 
     @classmethod
     def from_metadata(cls, value: object) -> ProjectSettings:
-        if value is None:
-            return cls()
+        """Lenient, unlike the rest of the metadata: a hand-edited rule the CLI would
+        refuse is dropped (and logged), not a reason to quarantine the project."""
         if not isinstance(value, dict):
-            raise ValueError("settings is not a JSON object")
+            if value is not None:
+                _log.warn("Ignoring project settings that are not an object: {v!r}", v=value)
+            return cls()
         rules = value.get("allowed_tools", [])
-        if not isinstance(rules, list) or any(rule_problem(r) for r in rules):
-            raise ValueError("bad settings.allowed_tools")
+        kept = (
+            tuple(r for r in rules if rule_problem(r) is None) if isinstance(rules, list) else ()
+        )
+        if not isinstance(rules, list) or len(kept) != len(rules):
+            _log.warn(
+                "Ignoring bad allowed_tools rules in a project's settings: {rules!r}", rules=rules
+            )
         approvals = value.get("approvals")
         if approvals is not None and approvals not in APPROVALS:
-            raise ValueError("bad settings.approvals")
-        return cls(tuple(rules), approvals)
+            _log.warn("Ignoring settings.approvals {approvals!r}", approvals=approvals)
+            approvals = None
+        return cls(kept, approvals)
 
     def remembering(self, rule: str) -> ProjectSettings:
         if rule in self.allowed_tools:

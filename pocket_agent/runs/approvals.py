@@ -78,8 +78,7 @@ class Approvals:
             Answered(cause, InterruptAnswer(project_id, "idle" if run is None else "interrupting"))
         )
         if run is not None and run.interrupt():
-            self.log.info("Interrupting run {run_id}", run_id=run.run_id, project_id=project_id)
-            self.bus.emit(RunInterrupted(project_id, run.run_id))
+            self.bus.emit(RunInterrupted(project_id, run.run_id))  # the event log says it
 
     def settings(
         self,

@@ -46,10 +46,12 @@ class PromptInputs(Protocol):
 
 
 class PromptSink(Protocol):
-    def permission_opened(self, prompt: Prompt) -> None:
+    """``flipped``: whether the run started or stopped awaiting approval with this one."""
+
+    def permission_opened(self, prompt: Prompt, flipped: bool) -> None:
         """A prompt is open (``awaiting_approval`` holds while any is)."""
 
-    def permission_closed(self, prompt: Prompt, decision: Decision) -> None:
+    def permission_closed(self, prompt: Prompt, decision: Decision, flipped: bool) -> None:
         """A prompt is decided, whoever decided it (the CLI has been told, if it could be)."""
 
 
@@ -122,7 +124,7 @@ class RunPrompts:
                 prompt.permission_id,
                 Decision.deny(Resolution.TIMEOUT),
             )
-        self.sink.permission_opened(prompt)
+        self.sink.permission_opened(prompt, flipped=len(self.open) == 1)
 
     def answer(self, permission_id: str, decision: Decision) -> bool:
         """Tell the CLI and record it; False when the prompt is not open (any more)."""
@@ -130,14 +132,15 @@ class RunPrompts:
         if prompt is None:
             return False
         self._tell(prompt, decision)
-        self.sink.permission_closed(prompt, decision)
+        self.sink.permission_closed(prompt, decision, flipped=not self.open)
         return True
 
     def refuse(self, prompt: Prompt, reason: Resolution) -> None:
         """A prompt that comes too late (the run is ending): recorded, and denied at once."""
-        self.open.add(prompt)
-        self.sink.permission_opened(prompt)
-        self.answer(prompt.permission_id, Decision.deny(reason))
+        decision = Decision.deny(reason)
+        self.sink.permission_opened(prompt, flipped=False)  # never open: nobody could answer
+        self._tell(prompt, decision)
+        self.sink.permission_closed(prompt, decision, flipped=False)
 
     def close_all(self, reason: Resolution, tell: bool) -> None:
         """Resolve every open prompt as a deny, before an interrupt or the first signal;
@@ -147,14 +150,16 @@ class RunPrompts:
             self.open.pop(prompt.permission_id)
             if tell:
                 self._tell(prompt, decision)
-            self.sink.permission_closed(prompt, decision)
+            self.sink.permission_closed(prompt, decision, flipped=not self.open)
 
     def withdraw(self, request_id: str) -> bool:
         prompt = self.open.by_request(request_id)
         if prompt is None:
             return False
         self.open.pop(prompt.permission_id)
-        self.sink.permission_closed(prompt, Decision.deny(Resolution.CANCELLED))
+        self.sink.permission_closed(
+            prompt, Decision.deny(Resolution.CANCELLED), flipped=not self.open
+        )
         return True
 
     def _tell(self, prompt: Prompt, decision: Decision) -> None:

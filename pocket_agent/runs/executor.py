@@ -268,11 +268,12 @@ class Executor:
         if run is None:
             self.bus.emit(Answered(cause, KillAnswer(project_id, "idle")))
             return
-        accepted = run.stop_reason is None
+        # The answer first, then what the kill does (open prompts resolved, then SIGINT).
+        self.bus.emit(Answered(cause, KillAnswer(project_id, "killed")))
+        accepted = run.stop_reason in (None, StopReason.INTERRUPT)
         if accepted:
             run.stop(StopReason.USER)
             accepted = run.stop_reason is StopReason.USER
-        self.bus.emit(Answered(cause, KillAnswer(project_id, "killed")))
         if accepted:
             data = {"type": "process_killed", "run_id": run.run_id}
             cast(RunRecorder, run.core.sink).server_event(data)

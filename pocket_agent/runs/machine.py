@@ -2,14 +2,19 @@
 
 ::
 
-                  asked / settled
-    awaiting_approval <--> running --result--> winding_down <--result-- interrupting
-           |   \\    interrupt |  \\                 |                     /  |
-           |    `-------------+--+-> interrupting   stop / exited   fallback  exited
-         stop / exited      stop  exited           v                     |    |
-           v                  v       \\         stopping <----stop------'    |
-        stopping           stopping --exited--> reaping --done--> finished <-'
-                       (SIGINT, SIGTERM, SIGKILL)   (sweep what is left)
+    idle --start--> running <--asked / settled--> awaiting_approval
+                       \\                              /
+                        `---------interrupt----------'
+                                      |
+                                      v
+                                interrupting
+
+    running, awaiting_approval, interrupting  --result-->  winding_down
+    running, awaiting_approval, interrupting,
+      winding_down                            --stop---->  stopping
+                                   (interrupting's fallback is a stop, reason interrupt)
+    running ... stopping                      --exited-->  reaping --done--> finished
+    (stopping: SIGINT, SIGTERM, SIGKILL, kill_grace apart; reaping: sweep what is left)
 
 ``spawn_failed`` and ``force_finish`` (shutdown out of time) go straight to finished.
 ``awaiting_approval`` holds while a permission prompt is open (its ``execution`` and
@@ -31,6 +36,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Protocol
 
+import attrs
 from automat import TypeMachineBuilder
 
 from .deadline import Deadline
@@ -266,6 +272,18 @@ interrupting.upon(RunInputs.stop).to(stopping)(_begin_stop)
 winding_down.upon(RunInputs.stop).to(stopping)(_begin_stop)
 
 
+@stopping.upon(RunInputs.stop).loop()
+def _stop_again(inputs: RunInputs, core: RunCore, data: Stopping, reason: StopReason) -> None:
+    """Already stopping: only a kill (or shutdown) after an interrupt's SIGINT changes
+    what the run is stopping for (SPEC §10: it then ends ``killed``)."""
+    assert core.stop is not None
+    if core.stop.reason is StopReason.INTERRUPT and reason in (
+        StopReason.USER,
+        StopReason.SHUTDOWN,
+    ):
+        core.stop = attrs.evolve(core.stop, reason=reason)
+
+
 @stopping.upon(RunInputs.escalate).loop()
 def _escalate(inputs: RunInputs, core: RunCore, data: Stopping) -> None:
     """SIGTERM to every recorded group, then SIGKILL; then stop waiting for the pipes."""
@@ -416,7 +434,7 @@ _IGNORED_WITH_DATA: dict[Any, tuple[str, ...]] = {
     awaiting_approval: ("kill_now", "output_closed", "spawn_failed", *_LATE),
     interrupting: ("kill_now", "output_closed", "spawn_failed", "interrupt", *_LATE, *_ANSWERS),
     winding_down: ("result_seen", "kill_now", "output_closed", "interrupt", *_LATE, *_ANSWERS),
-    stopping: ("stop", "output_closed", "sweep", "done", "interrupt", *_ANSWERS),
+    stopping: ("output_closed", "sweep", "done", "interrupt", *_ANSWERS),
     reaping: ("result_seen", "stop", "escalate", "kill_now", "exited", "interrupt", *_ANSWERS),
 }
 for _plain, _names in _IGNORED_WITHOUT_DATA.items():

@@ -136,18 +136,18 @@ class RunRecorder:
             self.executor.storage_failed(self, e)
         self.executor.bus.emit(SessionChanged(project.id, session_id))
 
-    def permission_opened(self, prompt: Prompt) -> None:
+    def permission_opened(self, prompt: Prompt, flipped: bool) -> None:
         self.executor.approvals.issued(prompt.permission_id, self.project.id)
-        self._safely(self._prompt_changed, prompt.request_record(), True)
+        self._safely(self._prompt_changed, prompt.request_record(), flipped)
         self.executor.bus.emit(
             PermissionRequested(
                 self.project.id, prompt.run_id, prompt.permission_id, prompt.ask.tool_name
             )
         )
 
-    def permission_closed(self, prompt: Prompt, decision: Decision) -> None:
+    def permission_closed(self, prompt: Prompt, decision: Decision, flipped: bool) -> None:
         now = self.executor.registry.now()
-        self._safely(self._prompt_changed, prompt.resolved_record(decision, now), False)
+        self._safely(self._prompt_changed, prompt.resolved_record(decision, now), flipped)
         self.executor.bus.emit(
             PermissionResolved(
                 self.project.id,
@@ -159,13 +159,10 @@ class RunRecorder:
             )
         )
 
-    def _prompt_changed(self, message: dict[str, Any], opened: bool) -> None:
+    def _prompt_changed(self, message: dict[str, Any], flipped: bool) -> None:
         """The Record, then the state: every connection hears when ``awaiting_approval``
         flips (the projects screen shows it), the followers of every other change."""
         self.record("server", message)
-        run = self.project.run
-        pending = len(run.pending_permissions) if run is not None else 0
-        flipped = pending == 1 if opened else pending == 0
         snapshot = self.executor.hub.snapshot(self.project)
         self.executor.bus.emit(ProjectChanged(snapshot, everyone=flipped))
 
