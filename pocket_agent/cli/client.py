@@ -2,10 +2,16 @@
 
 pocket-agent-server client [--url URL] [--token T] [--json] COMMAND ...
   health | list | create PATH [--create] | join PROJECT [--after SEQ]
-  exec PROJECT PROMPT [--model M] [--permission-mode MODE] | kill PROJECT
+  exec PROJECT PROMPT [--model M] [--permission-mode MODE] [--approvals phone|off]
+  kill PROJECT | interrupt PROJECT
+  approve PROJECT PERMISSION_ID [--remember] [--input JSON] [--answer QUESTION=ANSWER ...]
+  deny PROJECT PERMISSION_ID [--message TEXT]
+  settings PROJECT [--allow RULE ...] [--clear] [--approvals phone|off]
   history PROJECT [--limit N] [--after SEQ] [--before SEQ]
 
-PROJECT is a project id or its directory. Without ``--url``/``--token``/``--cafile``
+PROJECT is a project id or its directory. ``exec`` and ``join`` on a terminal ask each
+permission prompt (SPEC §10) as it comes; elsewhere they show it and wait, and
+``approve``/``deny`` (or a phone) answer it. Without ``--url``/``--token``/``--cafile``
 the local root's own settings are used: its first listener on loopback, the token in
 ``data/auth_token`` and its certificate ``certs/server.crt`` as the only trusted one.
 The command line is :mod:`.client_options`; the transport is autobahn's Twisted client;
@@ -40,14 +46,17 @@ from pocket_agent.wire.errors import ProtocolError
 from pocket_agent.wire.requests import Request, encode_request
 
 from .client_flows import (
+    AnswerFlow,
     CreateFlow,
     ExecFlow,
     Flow,
     HealthFlow,
     HistoryFlow,
+    InterruptFlow,
     JoinFlow,
     KillFlow,
     ListFlow,
+    SettingsFlow,
 )
 from .client_options import COMMAND, ClientOptions, Target, resolve_target
 from .client_render import Output, console
@@ -215,11 +224,17 @@ def build_flow(options: ClientOptions, session: Session, out: Output, interactiv
     if command == "create":
         return CreateFlow(session, out, sub["path"], bool(sub["create"]))
     if command == "join":
-        return JoinFlow(session, out, sub["project"], sub["after"])
+        return JoinFlow(session, out, sub["project"], sub["after"], interactive)
     if command == "exec":
         return ExecFlow(session, out, sub["project"], sub["prompt"], sub["options"], interactive)
     if command == "kill":
         return KillFlow(session, out, sub["project"])
+    if command == "interrupt":
+        return InterruptFlow(session, out, sub["project"])
+    if command in ("approve", "deny"):
+        return AnswerFlow(session, out, sub["project"], sub["request"])
+    if command == "settings":
+        return SettingsFlow(session, out, sub["project"], sub["change"])
     assert command == "history"
     return HistoryFlow(
         session,

@@ -3,6 +3,7 @@ line does not say: the local root's listener, token and certificate."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,9 +14,16 @@ from twisted.python import usage
 
 from pocket_agent import __version__
 from pocket_agent.config import ConfigError, Overrides, load_config
+from pocket_agent.core.projects import APPROVALS, rule_problem
 from pocket_agent.net.listeners import endpoint_parts, listen_plan
 from pocket_agent.wire.errors import ProtocolError
-from pocket_agent.wire.requests import parse_options
+from pocket_agent.wire.requests import (
+    PermissionResponseRequest,
+    ProjectSettingsRequest,
+    parse_options,
+)
+
+from .client_flows import TERMINAL_DENY
 
 COMMAND = "pocket-agent-server client"
 
@@ -108,6 +116,11 @@ class CreateOptions(_Positional):
 
 class JoinOptions(_ProjectArg):
     synopsis = "PROJECT [--after SEQ]"
+    longdesc = (
+        "Follows until Ctrl-C (exit 0). On a terminal each permission prompt is asked "
+        "(y allows, anything else denies); otherwise, and for questions, it is shown with "
+        "the command that answers it."
+    )
     optParameters = [["after", None, None, "First replay every record after SEQ."]]
 
     def postOptions(self) -> None:
@@ -115,21 +128,121 @@ class JoinOptions(_ProjectArg):
 
 
 class ExecOptions(_Positional):
-    synopsis = "PROJECT PROMPT [--model M] [--permission-mode MODE]"
+    synopsis = "PROJECT PROMPT [--model M] [--permission-mode MODE] [--approvals phone|off]"
+    longdesc = (
+        "Exit status: 0 when the run succeeded, 130 when it was interrupted (client "
+        "interrupt, a phone's Stop) or Ctrl-C left it running, 1 otherwise. On a terminal "
+        "each permission prompt is asked (y allows, anything else denies); otherwise, and "
+        "for questions, it is shown with the command that answers it."
+    )
     ARGS = ("project", "prompt")
     optParameters = [
         ["model", None, None, "Claude model for this run."],
         ["permission-mode", None, None, "default, acceptEdits, plan, auto or dontAsk."],
+        [
+            "approvals",
+            None,
+            None,
+            "phone: permission prompts wait for an answer (this terminal, a phone, "
+            "client approve); off: the CLI decides alone (default: the project's setting, "
+            "else the server's claude.approvals).",
+        ],
     ]
 
     def postOptions(self) -> None:
         """The run's options through the wire's own parser: refused here as the server would."""
-        options = {"model": self["model"], "permission_mode": self["permission-mode"]}
+        options = {
+            "model": self["model"],
+            "permission_mode": self["permission-mode"],
+            "approvals": self["approvals"],
+        }
         try:
             self["options"] = parse_options(options)
         except ProtocolError as e:
             field = (e.details or {}).get("field", "options")
             raise usage.UsageError(f"{field}: {e.message}") from None
+
+
+class _PermissionArgs(_Positional):
+    ARGS = ("project", "permission_id")
+
+
+class ApproveOptions(_PermissionArgs):
+    synopsis = "PROJECT PERMISSION_ID [--remember] [--input JSON] [--answer QUESTION=ANSWER ...]"
+    longdesc = "Exit 0 when applied or already resolved, 1 on an error (an unknown id)."
+    optFlags = [["remember", None, "Also allow this tool (Bash: its first word) from now on."]]
+    optParameters = [["input", None, None, "Run the tool with this JSON object as its input."]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["answer"] = {}
+
+    def opt_answer(self, pair: str) -> None:
+        """QUESTION=ANSWER: answer a question prompt (repeat for several questions)."""
+        question, equals, answer = pair.partition("=")
+        if not equals or not question:
+            raise usage.UsageError(f"--answer {pair!r}: expected QUESTION=ANSWER")
+        self["answer"][question] = answer
+
+    def postOptions(self) -> None:
+        updated = None
+        if self["input"] is not None:
+            try:
+                updated = json.loads(self["input"])
+            except ValueError as e:
+                raise usage.UsageError(f"--input: not JSON ({e})") from None
+            if not isinstance(updated, dict):
+                raise usage.UsageError("--input must be a JSON object (it replaces the input)")
+        self["request"] = PermissionResponseRequest(
+            permission_id=self["permission_id"],
+            behavior="allow",
+            updated_input=updated,
+            answers=dict(self["answer"]) or None,
+            remember=bool(self["remember"]),
+        )
+
+
+class DenyOptions(_PermissionArgs):
+    synopsis = "PROJECT PERMISSION_ID [--message TEXT]"
+    longdesc = "Exit 0 when applied or already resolved, 1 on an error (an unknown id)."
+    optParameters = [["message", "m", TERMINAL_DENY, "What Claude is told."]]
+
+    def postOptions(self) -> None:
+        if not self["message"] or "\x00" in self["message"]:
+            raise usage.UsageError("--message must be non-empty text")
+        self["request"] = PermissionResponseRequest(
+            permission_id=self["permission_id"], behavior="deny", message=self["message"]
+        )
+
+
+class SettingsOptions(_ProjectArg):
+    synopsis = "PROJECT [--allow RULE ...] [--clear] [--approvals phone|off]"
+    longdesc = "Without options: show the settings. They apply from the project's next run on."
+    optFlags = [["clear", None, "Remove every allowed_tools rule."]]
+    optParameters = [["approvals", None, None, "phone (ask for each prompt) or off."]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["allow"] = []
+
+    def opt_allow(self, rule: str) -> None:
+        """Replace the allowed_tools rules (repeat for several: Read, 'Bash(git:*)')."""
+        problem = rule_problem(rule)
+        if problem is not None:
+            raise usage.UsageError(f"--allow {rule!r}: {problem}")
+        self["allow"].append(rule)
+
+    def postOptions(self) -> None:
+        approvals = self["approvals"]
+        if approvals is not None and approvals not in APPROVALS:
+            raise usage.UsageError(f"--approvals must be one of {', '.join(APPROVALS)}")
+        if self["allow"] and self["clear"]:
+            raise usage.UsageError("--allow and --clear exclude each other")
+        rules = () if self["clear"] else tuple(self["allow"]) or None
+        change = rules is not None or approvals is not None
+        self["change"] = (
+            ProjectSettingsRequest(allowed_tools=rules, approvals=approvals) if change else None
+        )
 
 
 class HistoryOptions(_ProjectArg):
@@ -159,6 +272,10 @@ class ClientOptions(_Common):
         ["join", None, JoinOptions, "Follow a project live until Ctrl-C."],
         ["exec", None, ExecOptions, "Run a prompt and stream it."],
         ["kill", None, _ProjectArg, "Kill a project's run."],
+        ["interrupt", None, _ProjectArg, "Stop a project's turn; the session goes on."],
+        ["approve", None, ApproveOptions, "Allow a pending permission prompt."],
+        ["deny", None, DenyOptions, "Deny a pending permission prompt."],
+        ["settings", None, SettingsOptions, "Show or change a project's approval settings."],
         ["history", None, HistoryOptions, "A page of a project's history."],
     ]
 

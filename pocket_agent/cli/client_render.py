@@ -19,7 +19,7 @@ from rich.text import Text
 
 TOOL_INPUT_WIDTH = 100
 RESULT_WIDTH = 100
-OK, FAIL = "✓", "✗"
+OK, FAIL, STOPPED = "✓", "✗", "⏹"
 
 
 def clip(text: str, width: int) -> str:
@@ -54,7 +54,7 @@ def gigabytes(size: object) -> str:
 # --------------------------------------------------------------------- records
 
 
-_TOOL_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description")
+_TOOL_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "plan", "description")
 
 
 def tool_summary(name: str, tool_input: object) -> str:
@@ -63,6 +63,11 @@ def tool_summary(name: str, tool_input: object) -> str:
         return ""
     if name == "TodoWrite" and isinstance(tool_input.get("todos"), list):
         return f"{len(tool_input['todos'])} todos"
+    if name == "AskUserQuestion" and isinstance(tool_input.get("questions"), list):
+        asked = [q.get("question") for q in tool_input["questions"] if isinstance(q, Mapping)]
+        texts = [q for q in asked if isinstance(q, str) and q]
+        if texts:
+            return clip(" / ".join(texts), TOOL_INPUT_WIDTH)
     for key in _TOOL_KEYS:
         value = tool_input.get(key)
         if isinstance(value, str) and value:
@@ -125,8 +130,94 @@ def claude_lines(line: Mapping[str, Any]) -> list[Text]:
     return shown  # system, result (the summary says it), control_* lines: nothing
 
 
+# ---------------------------------------------------------- permission prompts
+
+
+PREVIEW_INDENT = "    "
+
+
+def prompt_summary(request: Mapping[str, Any]) -> str:
+    """A ``permission_request``'s input in a few words, like its tool call's line."""
+    return tool_summary(str(request.get("tool_name") or "tool"), request.get("input"))
+
+
+def permission_line(request: Mapping[str, Any]) -> Text:
+    """Kind, tool, what it would do, the id to answer and when nobody answering denies it."""
+    line = Text("⏸ ", style="bold yellow")
+    line.append(f"{request.get('kind', 'tool')} ", style="yellow")
+    line.append(str(request.get("tool_name") or "tool"), style="bold")
+    summary = prompt_summary(request)
+    if summary:
+        line.append("  " + summary)
+    expires = request.get("expires_at")
+    when = f"expires {expires}" if expires else "never expires"
+    line.append(f"  (id {request.get('permission_id')}, {when})", style="dim")
+    return line
+
+
+def _diff_style(line: str) -> str:
+    if line.startswith(("+++", "---")):
+        return "bold"
+    if line.startswith("+"):
+        return "green"
+    if line.startswith("-"):
+        return "red"
+    return "cyan" if line.startswith("@@") else ""
+
+
+def preview_lines(preview: object) -> list[Text]:
+    """The server's preview under the prompt: the diff with +/- in colour, or the command."""
+    if not isinstance(preview, Mapping):
+        return []
+    shown: list[Text] = []
+    if preview.get("kind") == "diff":
+        for row in str(preview.get("diff") or "").splitlines():
+            shown.append(Text(PREVIEW_INDENT + row, style=_diff_style(row)))
+    elif preview.get("kind") == "command":
+        rows = str(preview.get("command") or "").splitlines() or [""]
+        shown.append(Text(f"{PREVIEW_INDENT}$ {rows[0]}", style="bold"))
+        shown += [Text(f"{PREVIEW_INDENT}  {row}", style="bold") for row in rows[1:]]
+        if preview.get("description"):
+            shown.append(Text(f"{PREVIEW_INDENT}# {preview['description']}", style="dim"))
+    if preview.get("truncated"):
+        shown.append(Text(f"{PREVIEW_INDENT}… preview truncated", style="yellow"))
+    if preview.get("note"):
+        shown.append(Text(f"{PREVIEW_INDENT}{preview['note']}", style="dim"))
+    if preview.get("outside_project"):
+        shown.append(Text(f"{PREVIEW_INDENT}outside the project directory", style="yellow"))
+    return shown
+
+
+def approval_question(request: Mapping[str, Any]) -> str:
+    """What the terminal asks for one prompt (the answer is y or anything else)."""
+    summary = prompt_summary(request)
+    tool = str(request.get("tool_name") or "tool")
+    return f"Allow {tool} {summary}? [y/N] " if summary else f"Allow {tool}? [y/N] "
+
+
+def resolved_line(resolved: Mapping[str, Any]) -> Text:
+    """Allowed or denied, why, by which connection (and the deny's message)."""
+    allowed = resolved.get("behavior") == "allow"
+    line = Text(
+        f"{OK} allowed" if allowed else f"{FAIL} denied",
+        style="bold green" if allowed else "bold red",
+    )
+    line.append(f" {resolved.get('permission_id')} · {resolved.get('reason', '?')}")
+    if resolved.get("by_connection_id"):
+        line.append(f" · by {resolved['by_connection_id']}")
+    if resolved.get("updated_input") is not None:
+        line.append(" · with a changed input")
+    if resolved.get("message"):
+        line.append(f" — {resolved['message']}", style="dim")
+    return line
+
+
 def server_lines(event: Mapping[str, Any]) -> list[Text]:
     kind = event.get("type")
+    if kind == "permission_request":
+        return [permission_line(event), *preview_lines(event.get("preview"))]
+    if kind == "permission_resolved":
+        return [resolved_line(event)]
     if kind == "stderr":
         return [Text(str(event.get("text", "")).rstrip("\n"), style="yellow dim")]
     if kind == "raw_output":
@@ -167,7 +258,13 @@ def summary_line(finished: Mapping[str, Any], error: str | None = None) -> Text:
     """The run's last line: outcome, duration, cost (and why, when it did not succeed)."""
     outcome = str(finished.get("outcome", "?"))
     good = outcome == "success"
-    line = Text(f"{OK if good else FAIL} {outcome}", style="bold green" if good else "bold red")
+    if outcome == "interrupted":  # asked for, not a failure: the session goes on
+        line = Text(f"{STOPPED} interrupted", style="bold yellow")
+        good = True
+    elif good:
+        line = Text(f"{OK} {outcome}", style="bold green")
+    else:
+        line = Text(f"{FAIL} {outcome}", style="bold red")
     details = [format_duration(finished.get("duration_ms")), format_cost(finished.get("cost_usd"))]
     if finished.get("exit_code") not in (None, 0):
         details.append(f"exit {finished['exit_code']}")
@@ -207,6 +304,18 @@ def project_row(state: Mapping[str, Any]) -> Text:
     line.append(f"{value:<9}", style=_state_style(value))
     line.append(f"  {state.get('last_seq')!s:>6}  {state.get('path')}")
     return line
+
+
+def settings_lines(state: Mapping[str, Any]) -> list[Text]:
+    """A project's ``settings``: the approvals in effect, then one allowed rule a line."""
+    settings = state.get("settings") if isinstance(state.get("settings"), Mapping) else {}
+    assert isinstance(settings, Mapping)
+    lines = [Text(f"approvals      {settings.get('approvals')}")]
+    rules = settings.get("allowed_tools") or []
+    lines += [Text(f"allowed_tools  {rule}") for rule in rules]
+    if not rules:
+        lines.append(Text("allowed_tools  (none)", style="dim"))
+    return lines
 
 
 def health_table(report: Mapping[str, Any]) -> Table:
@@ -312,3 +421,10 @@ class Output:
     @property
     def live(self) -> bool:
         return self._progress is not None
+
+    @property
+    def label(self) -> str | None:
+        """What the progress line says (None when there is none)."""
+        if self._progress is None or self._task is None:
+            return None
+        return str(self._progress.tasks[0].description)

@@ -9,6 +9,7 @@ only remembers which ids it issued, so a late answer hears ``already_resolved``.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 # Ids issued since the start, kept so that late answers hear "already_resolved"; the
 # oldest are forgotten past this many (they then hear PERMISSION_NOT_FOUND).
 REMEMBERED_IDS = 100_000
+# A command's first word that can stand in a rule as itself: no wildcard, separator,
+# parenthesis or quote the CLI's rule syntax would read.
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+@-]*")
 
 
 class Approvals:
@@ -143,6 +147,11 @@ def rule_for(prompt: Prompt) -> str | None:
     if rule == "Bash":
         command = prompt.ask.input.get("command")
         words = command.split() if isinstance(command, str) else []
-        if words:
-            rule = f"Bash({words[0]}:*)"
+        if not words:
+            return rule
+        if not _PLAIN_WORD.fullmatch(words[0]):
+            # The model wrote the command: a "*", "," or ")" in the rule would allow
+            # more than the person approved ("Bash(*:*)"), so nothing is remembered.
+            return None
+        rule = f"Bash({words[0]}:*)"
     return rule if rule_problem(rule) is None else None

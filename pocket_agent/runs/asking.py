@@ -83,10 +83,7 @@ class RunPrompts:
             self._prepare(machine, control)
         elif isinstance(control, Unsupported):
             if self.stdin is not None:
-                error = (
-                    f"pocket-agent does not serve control requests of subtype {control.subtype!r}"
-                )
-                self.stdin.write_line(error_line(control.request_id, error))
+                self.stdin.write_line(error_line(control.request_id, control.error))
         elif isinstance(control, Withdrawn):
             if control.request_id in self._preparing:
                 self._preparing[control.request_id] = True

@@ -42,6 +42,13 @@ class Unsupported:
 
     request_id: str
     subtype: object
+    problem: str | None = None  # a subtype we serve, but malformed
+
+    @property
+    def error(self) -> str:
+        if self.problem is not None:
+            return f"pocket-agent cannot answer {self.problem}"
+        return f"pocket-agent does not serve {self.subtype!r} control requests"
 
 
 @attrs.frozen
@@ -76,7 +83,7 @@ def read_control(message: Mapping[str, Any]) -> ControlLine | None:
     tool_name = request.get("tool_name")
     tool_input = request.get("input")
     if not isinstance(tool_name, str) or not isinstance(tool_input, dict):
-        return Unsupported(request_id, subtype)
+        return Unsupported(request_id, subtype, "a can_use_tool without tool_name or input")
     suggestions = request.get("permission_suggestions")
     reason = request.get("decision_reason")
     return ToolAsk(

@@ -15,12 +15,13 @@ from collections.abc import Callable
 import attrs
 
 from pocket_agent.core.projects import Project
-from pocket_agent.history import Query
-from pocket_agent.times import parse_time
+from pocket_agent.history import MAX_PAGE, Query
+from pocket_agent.times import parse_time, rfc3339
 
 from .executor import SERVER_CRASH, Executor, pending_end
 from .liverun import LiveRun, LiveRunFile, SweepResult, sweep
 from .outcome import Outcome, RunResult
+from .prompts import Resolution
 from .recorder import RunRecorder
 
 
@@ -72,6 +73,17 @@ def close_crashed_runs(
             recorder = RunRecorder(executor, project, live.run_id)
             end = {"type": "execution_finished", **result.as_record()}
             try:
+                # SPEC §10: the run's end resolves what it left open, before the end.
+                for permission_id in _open_prompts(executor, project, live.run_id):
+                    resolved = {
+                        "type": "permission_resolved",
+                        "permission_id": permission_id,
+                        "run_id": live.run_id,
+                        "behavior": "deny",
+                        "reason": str(Resolution.RUN_ENDED),
+                        "resolved_at": rfc3339(executor.registry.now()),
+                    }
+                    recorder.publish(recorder.store("server", resolved))
                 recorder.publish(recorder.store("server", end))
             except OSError as e:
                 # A full disk must not keep the server down: the end waits for space
@@ -89,6 +101,30 @@ def close_crashed_runs(
             executor.storage.failed(project.id, e)
         closed.append(CrashedRun(project.id, live.run_id, swept, recorded))
     return closed
+
+
+def _open_prompts(executor: Executor, project: Project, run_id: str) -> list[str]:
+    """The permission prompts of ``run_id`` that have no ``permission_resolved``, oldest
+    first: the run's server Records, read back from the end to its start."""
+    history = executor.registry.history(project.id)
+    asked: list[str] = []  # newest first
+    resolved: set[str] = set()
+    before: int | None = None
+    while True:
+        page = history.query(Query(before_seq=before, limit=MAX_PAGE, direction="server"))
+        for line in reversed(page.lines):
+            record = json.loads(line)
+            message = record.get("message", {})
+            kind, permission_id = message.get("type"), message.get("permission_id")
+            if record.get("run_id") != run_id or kind == "execution_started":
+                return [p for p in reversed(asked) if p not in resolved]
+            if kind == "permission_resolved":
+                resolved.add(permission_id)
+            elif kind == "permission_request" and isinstance(permission_id, str):
+                asked.append(permission_id)
+        if not page.has_more or page.first_seq is None:
+            return [p for p in reversed(asked) if p not in resolved]
+        before = page.first_seq
 
 
 def _unfinished_run(executor: Executor, project: Project) -> tuple[str, float] | None:

@@ -93,6 +93,7 @@ class Prompt:
     expires_at: datetime | None
     preview: Mapping[str, Any] | None = None
     timer: IDelayedCall | None = None
+    _state: dict[str, Any] | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def kind(self) -> PromptKind:
@@ -123,6 +124,20 @@ class Prompt:
         record["expires_at"] = rfc3339(self.expires_at) if self.expires_at else None
         return record
 
+    def state_record(self) -> dict[str, Any]:
+        """The Record as ``ProjectState`` shows it: every connection gets the state, again
+        and again while the prompt is open, so a string of the input longer than
+        ``STATE_TEXT`` is cut and ``input_truncated`` says so. The Record in the history
+        holds the whole input (and the preview its capped diff)."""
+        if self._state is None:
+            record = self.request_record()
+            clipped, cut = _clip(record["input"])
+            if cut:
+                record["input"] = clipped
+                record["input_truncated"] = True
+            self._state = record
+        return self._state
+
     def resolved_record(self, decision: Decision, resolved_at: datetime) -> dict[str, Any]:
         record: dict[str, Any] = {
             "type": "permission_resolved",
@@ -144,6 +159,24 @@ class Prompt:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
+
+
+STATE_TEXT = 4096  # characters of each input string in ProjectState
+
+
+def _clip(value: Any) -> tuple[Any, bool]:
+    """``value`` with every string longer than ``STATE_TEXT`` cut; whether any was."""
+    if isinstance(value, str):
+        if len(value) > STATE_TEXT:
+            return value[:STATE_TEXT] + "…", True
+        return value, False
+    if isinstance(value, dict):
+        items = {k: _clip(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in items.items()}, any(c for _, c in items.values())
+    if isinstance(value, list):
+        parts = [_clip(v) for v in value]
+        return [v for v, _ in parts], any(c for _, c in parts)
+    return value, False
 
 
 class OpenPrompts:
@@ -178,4 +211,6 @@ class OpenPrompts:
         return None
 
     def records(self) -> tuple[dict[str, Any], ...]:
-        return tuple(p.request_record() for p in self._open.values())
+        """For ``ProjectState.pending_permissions``: each prompt's Record with long input
+        strings cut (see :meth:`Prompt.state_record`)."""
+        return tuple(p.state_record() for p in self._open.values())

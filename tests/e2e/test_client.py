@@ -237,3 +237,38 @@ def test_ctrl_c_on_a_terminal_asks_and_kills_the_run(
             proc.wait()
         os.close(master)
     assert observer.expect("execution_finished", timeout=20)["data"]["outcome"] == "killed"
+
+
+def test_exec_on_a_terminal_asks_the_prompt_and_the_tool_runs(
+    daemons: DaemonPool, root: Path, home: Path
+) -> None:
+    """The real daemon, the fake claude asking for a Write over stdio, the client on a
+    pty: the prompt and its diff are shown, "y" allows it, the file is written."""
+    start(daemons, root, home)
+    path, project_id = create(root, home, "app")
+    master, slave = pty.openpty()
+    proc = popen_client(
+        root,
+        home,
+        "exec",
+        project_id,
+        "fake:ask_write:hello.txt:from the terminal",
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    try:
+        shown = read_until(master, "Allow Write hello.txt? [y/N]", EXIT_TIMEOUT)
+        os.write(master, b"y\n")
+        rest = read_until(master, "✓ success", EXIT_TIMEOUT)
+        assert proc.wait(timeout=EXIT_TIMEOUT) == 0, shown + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    shown, rest = (re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text) for text in (shown, rest))
+    assert "⏸ tool Write  hello.txt" in shown and "+from the terminal" in shown, shown
+    assert "✓ allowed" in rest, rest
+    assert (path / "hello.txt").read_text() == "from the terminal\n"
