@@ -22,15 +22,14 @@ from pocket_agent.cli.client import ClientFactory, Session
 from pocket_agent.cli.client_flows import (
     AnswerFlow,
     CreateFlow,
-    ExecFlow,
     HistoryFlow,
     InterruptFlow,
-    JoinFlow,
     KillFlow,
     ListFlow,
     SettingsFlow,
 )
 from pocket_agent.cli.client_options import ClientOptions, local_url, resolve_target
+from pocket_agent.cli.client_stream import ExecFlow, JoinFlow
 from pocket_agent.runs.options import RunOptions
 from pocket_agent.wire.envelope import decode_envelope, encode_envelope
 from pocket_agent.wire.requests import (

@@ -48,18 +48,17 @@ from pocket_agent.wire.requests import Request, encode_request
 from .client_flows import (
     AnswerFlow,
     CreateFlow,
-    ExecFlow,
     Flow,
     HealthFlow,
     HistoryFlow,
     InterruptFlow,
-    JoinFlow,
     KillFlow,
     ListFlow,
     SettingsFlow,
 )
 from .client_options import COMMAND, ClientOptions, Target, resolve_target
 from .client_render import Output, console
+from .client_stream import ExecFlow, JoinFlow
 
 CLOSE_WAIT = 2.0  # seconds to wait for the server's close frame before leaving anyway
 
