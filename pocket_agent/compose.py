@@ -3,7 +3,7 @@
 ``twistd -n pocket-agent``, ``pocket-agent-server``, ``repair`` and the tests' harness all
 come through here, so what runs in tests is what runs in production::
 
-    EventBus <- Hub, EventLog, Metrics  (observers, in that order)
+    EventBus <- Hub, EventLog, Metrics, Push  (observers, in that order)
     ProjectRegistry (store, path policy, histories)
     Workspace, Executor                 (commands; emit events on the bus)
     Health, DomainService               (reading state; lifecycle)
@@ -12,6 +12,7 @@ come through here, so what runs in tests is what runs in production::
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
@@ -25,6 +26,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from .config import Config, ConfigError, Overrides
 from .config.changes import Reconciled, reconcile
@@ -40,6 +42,7 @@ from .history import RunInThread
 from .net.auth import Authenticator, TokenFile, ensure_token
 from .net.connection import Domain
 from .net.listeners import ListenerService, listen_plan
+from .net.pairing import page_origin
 from .net.protocol import PocketAgentFactory
 from .net.site import PocketAgentSite, build_metrics_site, build_site
 from .net.tls import (
@@ -61,6 +64,7 @@ from .ops.manhole import (
     require_tcp,
 )
 from .ops.metrics import Metrics
+from .ops.push import TIMEOUT, Push
 from .ops.systemd import systemd_service
 from .runs.executor import Executor, TreeFactory
 from .runs.probe import ClaudeProbe
@@ -132,6 +136,7 @@ class App:
     ws_factory: PocketAgentFactory
     site: PocketAgentSite
     metrics: Metrics
+    push: Push  # SPEC §12 ntfy notifications (idle unless configured)
     log_service: LogService | None = None  # set by build_service (tests run without one)
 
     def reconfigure(self, loaded: Config) -> Reconciled:
@@ -161,6 +166,7 @@ class App:
         self.authenticator.trusted_proxies = new.auth.trusted_proxies
         self.health.limits = new.limits
         self.raw_log.enabled = new.logging.raw_output
+        self.push.config = new.notifications
         if self.log_service is not None:
             self.log_service.set_level(new.logging.level)
         return result
@@ -192,6 +198,8 @@ def build_app(
     bus.subscribe(raw_log)
     metrics = Metrics(lambda: hub.connection_count, lambda: len(registry))
     bus.subscribe(metrics)
+    push = build_push(config, reactor, registry, metrics)
+    bus.subscribe(push)
     storage = StorageWatch(config.data_dir, reactor, bus)
     executor = Executor(
         config,
@@ -248,6 +256,28 @@ def build_app(
             reactor=reactor,
         ),
         metrics=metrics,
+        push=push,
+    )
+
+
+def build_push(config: Config, reactor: Any, registry: ProjectRegistry, metrics: Metrics) -> Push:
+    """SPEC §12: the ntfy observer, its links to the web app at the address ``token``
+    prints, its HTTP client with a connection per notification (nothing kept open)."""
+
+    def project_path(project_id: str) -> str | None:
+        project = registry.find(project_id)
+        return str(project.path) if project is not None else None
+
+    agent = Agent(
+        reactor, connectTimeout=TIMEOUT, pool=HTTPConnectionPool(reactor, persistent=False)
+    )
+    return Push(
+        config.notifications,
+        agent,
+        reactor,
+        project_path=project_path,
+        origin=functools.cache(lambda: page_origin(config)),  # probes addresses: once
+        count=metrics.notification,
     )
 
 
@@ -316,6 +346,8 @@ def build_service(
         config.logging.level, config.logging.format, config.logging.file, extra_stream=stdout
     )
     app.log_service.setServiceParent(root)
+    if config.notifications.enabled:  # says so at start; stops after the runs (their last
+        app.push.setServiceParent(root)  # notifications); observing needs no service
     app.service.setServiceParent(root)
     for original, endpoint_string, wrap_tls in plan:
         factory: IProtocolFactory = app.site

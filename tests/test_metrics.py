@@ -42,6 +42,7 @@ APPROVAL_SAMPLES = {
     "pocket_agent_permission_wait_seconds_count",
     "pocket_agent_permission_wait_seconds_sum",
 }
+NOTIFICATION_SAMPLES = {"pocket_agent_notifications_total"}  # SPEC §12
 
 
 def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -69,7 +70,9 @@ def value(scraped: dict[Any, float], name: str, **labels: str) -> float:
 def test_exactly_the_spec_series_from_the_start(harness: Harness) -> None:
     scraped = scrape(harness)
     ours = {name for name, _ in scraped if name.startswith("pocket_agent_")}
-    assert ours == SPEC_SAMPLES | APPROVAL_SAMPLES  # no *_created series, nothing else
+    assert ours == SPEC_SAMPLES | APPROVAL_SAMPLES | NOTIFICATION_SAMPLES  # no *_created series
+    for result in ("sent", "failed", "dropped"):
+        assert value(scraped, "pocket_agent_notifications_total", result=result) == 0
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= {
         n for n, _ in scraped
     }

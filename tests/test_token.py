@@ -22,7 +22,8 @@ from pocket_agent.cli.token import (
     write_qr,
 )
 from pocket_agent.config import Config
-from pocket_agent.net import tls
+from pocket_agent.net import pairing, tls
+from pocket_agent.net.pairing import page_origin, page_url
 from pocket_agent.net.tls import ensure_dev_certificate
 from tests.support import make_config
 
@@ -65,6 +66,13 @@ def test_pairing_url() -> None:
     assert pairing_url("pocket.lan", 8080, False, "t") == "ws://pocket.lan:8080/ws?token=t"
 
 
+def test_page_url() -> None:
+    """SPEC §11: the web app's address, with the token in the fragment (never sent)."""
+    assert page_url("192.0.2.2", 9443, True, "token=t") == "https://192.0.2.2:9443/#token=t"
+    assert page_url("fd00::2", 8443, True, "token=t") == "https://[fd00::2]:8443/#token=t"
+    assert page_url("127.0.0.1", 8080, False) == "http://127.0.0.1:8080/"
+
+
 def qr_lines(out: io.StringIO) -> list[str]:
     return out.getvalue().splitlines()
 
@@ -102,6 +110,8 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tls, "interface_addresses", lambda: (ULA, LAN))
     monkeypatch.setattr(token_module, "interface_addresses", lambda: (ULA, LAN))
     monkeypatch.setattr(token_module, "route_address", lambda: LAN)
+    monkeypatch.setattr(pairing, "interface_addresses", lambda: (ULA, LAN))
+    monkeypatch.setattr(pairing, "route_address", lambda: LAN)
 
 
 @pytest.mark.usefixtures("machine")
@@ -113,7 +123,9 @@ def test_token_shows_a_reachable_address_and_the_configured_port(tmp_path: Path)
     assert token_command(["--root", str(root)], out) == 0
     text = out.getvalue()
     token = (root / "data" / "auth_token").read_text().strip()
-    assert f"URL:         wss://192.0.2.2:9443/ws?token={token}\n" in text
+    lines = text.splitlines()
+    assert lines[0] == f"Web app:     https://192.0.2.2:9443/#token={token}"  # what users scan
+    assert f"URL:         wss://192.0.2.2:9443/ws?token={token} (for native apps)\n" in text
     assert "Also here:   [fd00::2] (--host picks another)\n" in text
     san = x509.load_pem_x509_certificate((root / "certs" / "server.crt").read_bytes())
     ips = san.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -121,7 +133,10 @@ def test_token_shows_a_reachable_address_and_the_configured_port(tmp_path: Path)
 
     out = io.StringIO()
     assert token_command(["--root", str(root), "--host", "pocket.lan", "--port", "443"], out) == 0
-    assert f"URL:         wss://pocket.lan:443/ws?token={token}\n" in out.getvalue()
+    assert (
+        f"URL:         wss://pocket.lan:443/ws?token={token} (for native apps)\n" in out.getvalue()
+    )
+    assert f"Web app:     https://pocket.lan:443/#token={token}\n" in out.getvalue()
 
 
 @pytest.mark.usefixtures("machine")
@@ -151,6 +166,7 @@ def test_token_names_a_loopback_only_listener(tmp_path: Path) -> None:
     args = ["--root", str(config.root), "--listen", "ssl:8443:interface=127.0.0.1"]
     assert token_command(args, out) == 0
     assert "URL:         wss://127.0.0.1:8443/ws?token=" in out.getvalue()
+    assert "Web app:     https://127.0.0.1:8443/#token=" in out.getvalue()
     assert "is loopback only: a phone cannot reach it" in out.getvalue()
 
 
@@ -206,3 +222,30 @@ def test_the_manhole_port_is_not_taken_for_the_servers(
     out = io.StringIO()
     assert token_command(["--root", str(config.root)], out) == 0
     assert "listens on 9443, not 8443" in out.getvalue()
+
+
+@pytest.mark.usefixtures("machine")
+def test_the_qr_code_opens_the_web_app(tmp_path: Path) -> None:
+    """The phone's camera opens the page already paired, so the QR holds the https URL."""
+    config = make_config(tmp_path)
+    out = io.StringIO()
+    assert token_command(["--root", str(config.root)], out) == 0
+    token = config.auth.token_file.read_text().strip()
+    expected = io.StringIO()
+    write_qr(f"https://192.0.2.2:8443/#token={token}", expected)
+    assert out.getvalue().endswith(expected.getvalue())
+    assert "it opens the web app" in out.getvalue()
+
+
+@pytest.mark.usefixtures("machine")
+def test_page_origin_for_links_in_notifications(tmp_path: Path) -> None:
+    """SPEC §12's Click link: the address and port ``token`` would print."""
+    config = make_config(tmp_path)
+    assert page_origin(config) == "https://192.0.2.2:8443"
+    assert page_origin(with_listen(config, "ssl:9443:interface=fd00\\:\\:2")) == (
+        "https://[fd00::2]:9443"
+    )
+    assert page_origin(with_listen(config, "tcp:8080:interface=127.0.0.1")) == (
+        "http://127.0.0.1:8080"
+    )
+    assert page_origin(with_listen(config, "systemd:domain=INET:index=0")) is None

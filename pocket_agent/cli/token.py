@@ -8,22 +8,25 @@ machine's addresses change; an operator's is never touched).
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TextIO
 
-import attrs
 import segno
 from twisted.python import usage
 
 from pocket_agent.compose import make_private_dir
-from pocket_agent.config import Config
 from pocket_agent.net.auth import TokenFile, ensure_token, new_token, write_token
-from pocket_agent.net.listeners import LOOPBACK_INTERFACES, endpoint_parts
+from pocket_agent.net.pairing import (
+    PairingListener,
+    page_url,
+    pairing_listener,
+    reachable_addresses,
+    route_address,
+    url_host,
+)
 from pocket_agent.net.tls import (
-    IPAddress,
     TLSError,
     certificate_fingerprint,
     dev_certificate_renewal,
@@ -36,8 +39,16 @@ from .options import parse
 from .server import running_server
 
 DEFAULT_PORT = 8443
-#: Where a default route would send a datagram (documentation ranges: nothing is sent).
-_ROUTE_PROBES = (("198.51.100.1", socket.AF_INET), ("2001:db8::1", socket.AF_INET6))
+__all__ = [  # the pairing helpers live in net.pairing (notifications use them too)
+    "PairingListener",
+    "pairing_listener",
+    "pairing_url",
+    "reachable_addresses",
+    "route_address",
+    "token_command",
+    "url_host",
+    "write_qr",
+]
 
 
 class TokenOptions(Options):
@@ -54,69 +65,6 @@ class TokenOptions(Options):
         if not value.isdigit() or not 0 < int(value) < 65536:
             raise usage.UsageError(f"--port: {value!r} is not a port number")
         self["port"] = int(value)
-
-
-@attrs.frozen
-class PairingListener:
-    """The listener a phone should dial, from the configured ``listen`` entries."""
-
-    port: int | None  # None: not known from the configuration (systemd socket, port 0)
-    tls: bool
-    interface: str  # "" = every interface
-    description: str
-
-    @property
-    def loopback_only(self) -> bool:
-        return self.interface in LOOPBACK_INTERFACES
-
-
-def pairing_listener(config: Config) -> PairingListener:
-    """A TLS listener a phone can reach if there is one, else the best of the rest."""
-    found: list[PairingListener] = []
-    for description in config.listen:
-        kind, args, kwargs = endpoint_parts(description)
-        if kind not in ("ssl", "tcp", "tcp6", "systemd"):
-            continue  # unix: not for phones
-        port_text = "" if kind == "systemd" else kwargs.get("port") or (args[0] if args else "")
-        port = int(port_text) if port_text.isdigit() and int(port_text) else None
-        interface = kwargs.get("interface", "")
-        if kind in ("tcp", "tcp6") and not interface and len(args) > 1:
-            interface = args[1]
-        tls = kind in ("ssl", "systemd")
-        found.append(PairingListener(port, tls, interface.replace("\\:", ":"), description))
-    if not found:
-        return PairingListener(None, True, "", "")
-    return min(found, key=lambda item: (not item.tls, item.loopback_only, item.port is None))
-
-
-def route_address() -> IPAddress | None:
-    """The source address of this machine's default route (a connected UDP socket sends
-    nothing), so the usual LAN address comes first."""
-    for target, family in _ROUTE_PROBES:
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as probe:
-                probe.connect((target, 9))
-                address = ipaddress.ip_address(probe.getsockname()[0].split("%", 1)[0])
-        except (OSError, ValueError):
-            continue
-        if not address.is_loopback:
-            return address
-    return None
-
-
-def reachable_addresses(
-    addresses: Iterable[IPAddress], preferred: IPAddress | None = None
-) -> list[IPAddress]:
-    """Addresses a phone may reach, best first: the default route's, then IPv4, then IPv6."""
-    ordered = sorted(set(addresses), key=lambda ip: (ip != preferred, ip.version, ip.packed))
-    return [ip for ip in ordered if not (ip.is_loopback or ip.is_link_local)]
-
-
-def url_host(host: str) -> str:
-    try:
-        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
-    except ValueError:
-        return host
 
 
 def pairing_url(host: str, port: int, tls: bool, token: str) -> str:
@@ -203,8 +151,10 @@ def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     others = [url_host(str(ip)) for ip in addresses if str(ip) != host]
 
     url = pairing_url(host, port, listener.tls, token)
+    page = page_url(host, port, listener.tls, f"token={token}")  # SPEC §11: what the QR opens
+    print(f"Web app:     {page}", file=out)
     print(f"Token:       {token}", file=out)
-    print(f"URL:         {url}", file=out)
+    print(f"URL:         {url} (for native apps)", file=out)
     if others:
         print(f"Also here:   {', '.join(others)} (--host picks another)", file=out)
     print(f"Certificate: {config.tls.cert}", file=out)
@@ -212,7 +162,8 @@ def token_command(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     for note in notes:
         print(f"Note:        {note}", file=out)
     print("", file=out)
-    write_qr(url, out)
+    print("Scan this with the phone's camera: it opens the web app, already paired.", file=out)
+    write_qr(page, out)
     return 0
 
 

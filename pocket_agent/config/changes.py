@@ -30,12 +30,15 @@ LIVE = (
     "claude.allow_dangerous_options",
     "claude.approvals",
     "claude.env",
+    "notifications.",
 )
 # Where the values came from, not a setting: taken as loaded, never reported.
 SILENT = ("config_file",)
 # Values never written to the log (claude.env may hold API keys).
 SECRET_NAMES = ("env", "token", "secret", "password")
 SECRET_SUFFIXES = ("_token", "_secret", "_password")
+# On a public ntfy server the topic is the password: whoever knows it can read along.
+SECRET_KEYS = ("notifications.ntfy.topic",)
 HIDDEN = "<hidden>"
 
 
@@ -45,12 +48,12 @@ def is_live(key: str) -> bool:
 
 def is_secret(key: str) -> bool:
     last = key.rpartition(".")[2]
-    return last in SECRET_NAMES or last.endswith(SECRET_SUFFIXES)
+    return key in SECRET_KEYS or last in SECRET_NAMES or last.endswith(SECRET_SUFFIXES)
 
 
 def show(key: str, value: object) -> str:
-    """A value the way an operator would write it, secrets hidden."""
-    if is_secret(key):
+    """A value the way an operator would write it, secrets hidden (an unset one shows)."""
+    if is_secret(key) and value is not None:
         return HIDDEN
     if isinstance(value, tuple):
         return "[" + ", ".join(show(key, item) for item in value) + "]"

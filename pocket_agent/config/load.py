@@ -8,6 +8,8 @@ checked against the defaults.
 """
 
 import os
+import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -22,6 +24,7 @@ from .parse import (
     choice,
     env_bool,
     env_int,
+    fail,
     list_of,
     optional,
     parse_bool,
@@ -35,7 +38,40 @@ from .parse import (
     parse_string,
     parse_text,
 )
-from .values import Config, Overrides
+from .values import Config, NtfyConfig, Overrides
+
+_NTFY_KEYS = ("url", "topic", "token")
+_TOPIC = re.compile(r"[A-Za-z0-9_-]{1,64}")  # ntfy's own rule for a topic name
+NOTIFICATION_EVENTS = ("approval_needed", "run_finished", "run_failed")
+
+
+def parse_ntfy(value: object, key: str) -> NtfyConfig:
+    """SPEC §12 ``notifications.ntfy``: off (url null), or an http(s) URL and a topic.
+
+    Credentials go in ``token``, never in the URL (which the log may show)."""
+    fields = parse_mapping(value, key)
+    for name in fields:
+        if name not in _NTFY_KEYS:
+            raise ConfigError(f"{key}.{name}: unknown key")
+    url = optional(parse_text)(fields.get("url"), f"{key}.url")
+    topic = optional(parse_text)(fields.get("topic"), f"{key}.topic")
+    token = optional(parse_text)(fields.get("token"), f"{key}.token")
+    if url is None:
+        return NtfyConfig(url=None, topic=topic, token=token)
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.username is not None or parts.password is not None:  # value not shown
+        raise ConfigError(f"{key}.url: has credentials in it; put the token in {key}.token")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail(f"{key}.url", url, "is not an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        fail(f"{key}.url", url, "has a query or fragment (the topic goes in topic)")
+    if topic is None:
+        raise ConfigError(f"{key}.topic: must be set when {key}.url is")
+    if not _TOPIC.fullmatch(topic):
+        fail(f"{key}.topic", topic, "is not a topic name (letters, digits, - and _; 1-64)")
+    if token is not None and (token != token.strip() or any(ord(c) < 33 for c in token)):
+        raise ConfigError(f"{key}.token: has spaces or control characters")  # value not shown
+    return NtfyConfig(url=url.strip().rstrip("/"), topic=topic, token=token)
 
 
 class _Setting(NamedTuple):
@@ -49,6 +85,7 @@ _POSITIVE_SIZE = at_least(parse_size, 1)
 _LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn", "error": "error"}
 _FORMATS = {"json": "json", "text": "text"}
 _APPROVALS = {"phone": "phone", "off": "off"}
+_EVENTS = {name: name for name in NOTIFICATION_EVENTS}
 
 _SETTINGS: dict[str, _Setting] = {
     "listen": _Setting(["ssl:8443"], list_of(parse_text, non_empty=True)),
@@ -95,6 +132,8 @@ _SETTINGS: dict[str, _Setting] = {
     "manhole.enabled": _Setting(False, parse_bool, "PA_ENABLE_MANHOLE"),
     "manhole.listen": _Setting("tcp:2222:interface=127.0.0.1", parse_text),
     "manhole.authorized_keys": _Setting("~/.ssh/authorized_keys", parse_path),
+    "notifications.ntfy": _Setting({"url": None, "topic": None, "token": None}, parse_ntfy),
+    "notifications.events": _Setting(list(NOTIFICATION_EVENTS), list_of(choice(_EVENTS))),
 }
 _SECTIONS = {key.partition(".")[0] for key in _SETTINGS if "." in key}
 # Environment values are text; these settings need it turned into YAML's types first.

@@ -102,6 +102,31 @@ class ManholeConfig:
 
 
 @attrs.frozen(kw_only=True)
+class NtfyConfig:
+    """SPEC §12: where to POST notifications; ``url`` None means off."""
+
+    url: str | None  # http(s), no credentials in it, no trailing slash
+    topic: str | None  # set whenever url is
+    token: str | None  # sent as Authorization: Bearer; never logged
+
+
+@attrs.frozen(kw_only=True)
+class NotificationsConfig:
+    ntfy: NtfyConfig
+    events: tuple[str, ...]  # approval_needed | run_finished | run_failed
+
+    @property
+    def enabled(self) -> bool:
+        return self.ntfy.url is not None and bool(self.events)
+
+
+NOTIFICATIONS_OFF = NotificationsConfig(
+    ntfy=NtfyConfig(url=None, topic=None, token=None),
+    events=("approval_needed", "run_finished", "run_failed"),
+)
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """The whole configuration; every path in it is absolute."""
 
@@ -120,6 +145,9 @@ class Config:
     metrics: MetricsConfig
     manhole: ManholeConfig
     insecure: bool
+    # SPEC §12; off unless configured (a default, so code that builds a Config by hand
+    # need not name it).
+    notifications: NotificationsConfig = attrs.field(factory=lambda: NOTIFICATIONS_OFF)
 
 
 @attrs.frozen

@@ -1,14 +1,15 @@
-"""The HTTP side of every listener: ``/ws``, ``/health``, ``/metrics``, and room for more.
+"""The HTTP side of every listener: ``/ws``, ``/health``, ``/metrics`` and the web app.
 
-Future routes (the mobile web client at ``/``) are children of the same root resource,
-so they share the listeners, the TLS and the auth rule. ``/metrics`` moves to a site of
-its own when ``metrics.listen`` names a listener for it.
+The web app (SPEC §11, :mod:`.web`) answers every other path of the same root resource,
+so it shares the listeners and the TLS, and a page's ``/ws`` is its own origin.
+``/metrics`` moves to a site of its own when ``metrics.listen`` names a listener for it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -23,6 +24,7 @@ from pocket_agent.ops.metrics import Metrics
 
 from .auth import Authenticator, Credentials, Verdict
 from .protocol import PocketAgentFactory
+from .web import STATIC_ROOT, StaticApp
 
 Health = Callable[[], dict[str, Any]]
 
@@ -175,10 +177,16 @@ class PocketAgentSite(Site):
 
 
 class Root(Resource):
-    """The site's root: unknown paths get a plain 404 (Twisted's default is deprecated)."""
+    """The site's root: paths without a resource of their own go to ``fallback`` (the
+    web app, which serves its files and 404s the rest), else get a plain 404 (Twisted's
+    default is deprecated)."""
+
+    def __init__(self, fallback: IResource | None = None) -> None:
+        super().__init__()
+        self.fallback = fallback
 
     def getChild(self, path: bytes, request: Request) -> IResource:
-        return notFound()
+        return self.fallback if self.fallback is not None else notFound()
 
 
 def build_site(
@@ -187,10 +195,12 @@ def build_site(
     ws_factory: PocketAgentFactory,
     metrics: Metrics | None = None,
     reactor: IReactorTime | None = None,
+    static_root: Path = STATIC_ROOT,
 ) -> PocketAgentSite:
     """``metrics`` None: ``/metrics`` is not on this site (``metrics.listen`` is set);
-    ``reactor`` runs the HTTP timeouts (None: the global one)."""
-    root = Root()
+    ``reactor`` runs the HTTP timeouts (None: the global one); ``static_root`` holds the
+    web app served at ``/`` (the package's own)."""
+    root = Root(StaticApp(static_root))
     root.putChild(b"ws", WebSocketRoute(ws_factory))
     root.putChild(b"health", HealthResource(health, authenticator))
     if metrics is not None:

@@ -95,6 +95,14 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=r,
         )
+        self.notifications = Counter(
+            "pocket_agent_notifications",
+            "ntfy notifications (SPEC §12) by result: sent, failed after retries, dropped",
+            ["result"],
+            registry=r,
+        )
+        for result in ("sent", "failed", "dropped"):
+            self.notifications.labels(result=result)
         ProcessCollector(registry=r)
 
     def observe(self, event: Event) -> None:
@@ -115,6 +123,10 @@ class Metrics:
                 self.slow_consumers.inc()
             case AuthFailed():
                 self.auth_failures.inc()
+
+    def notification(self, result: str) -> None:
+        """Counted by :class:`~pocket_agent.ops.push.Push` (not a domain event)."""
+        self.notifications.labels(result=result).inc()
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type, in the format ``accept`` asks for
