@@ -150,5 +150,11 @@ def test_offline_mid_run_shows_every_record_once(browser: Browser) -> None:
     browser.run("offline", project=browser.project_dir("offline"))
 
 
+def test_unknown_records_and_a_five_megabyte_line_do_not_break_the_page(
+    browser: Browser,
+) -> None:
+    browser.run("badinput", project=browser.project_dir("badinput"))
+
+
 def test_load_older_on_a_long_history(browser: Browser) -> None:
     browser.run("history", project=browser.project_dir("history"))
