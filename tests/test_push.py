@@ -23,7 +23,8 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from pocket_agent.config import ConfigError, NotificationsConfig, NtfyConfig, load_config
 from pocket_agent.config.changes import HIDDEN
 from pocket_agent.core.events import RecordAppended
-from pocket_agent.ops.push import BACKOFF, TIMEOUT, Push, header_text, notification_for
+from pocket_agent.ops.push import BACKOFF, TIMEOUT, Push
+from pocket_agent.ops.pushtext import header_text, notification_for
 from pocket_agent.runs.events import PermissionRequested, RunFinished
 from pocket_agent.runs.outcome import Outcome, RunResult
 from tests.support import Harness, make_config

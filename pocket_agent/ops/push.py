@@ -13,14 +13,11 @@ nothing else: never prompt text, code, file contents or a credential.
 
 from __future__ import annotations
 
-import base64
 import collections
-import re
 import urllib.parse
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
@@ -39,82 +36,14 @@ from zope.interface import implementer
 from pocket_agent.config import NotificationsConfig
 from pocket_agent.core.events import Event
 from pocket_agent.runs.events import PermissionRequested, RunFinished
-from pocket_agent.runs.outcome import Outcome, StopReason
+
+from .pushtext import Notification, header_text, notification_for
 
 TIMEOUT = 10.0  # seconds per attempt: connecting, sending and the whole answer
 BACKOFF = (2.0, 4.0, 8.0)  # the pause before each retry: at most three retries
 QUEUE_SIZE = 100  # notifications waiting to be sent; more are dropped and counted
 STOP_GRACE = 2.0  # on shutdown, how long what is queued (a run killed by it) may take
 RESULTS = ("sent", "failed", "dropped")
-
-APPROVAL_NEEDED = "approval_needed"
-RUN_FINISHED = "run_finished"
-RUN_FAILED = "run_failed"
-_FAILED = (Outcome.FAILED, Outcome.TIMEOUT)
-_TAGS = {
-    Outcome.SUCCESS: "white_check_mark",
-    Outcome.INTERRUPTED: "pause_button",
-    Outcome.KILLED: "stop_sign",
-    Outcome.FAILED: "x",
-    Outcome.TIMEOUT: "hourglass",
-}
-_REASONS = {str(reason) for reason in StopReason}
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-@attrs.frozen
-class Notification:
-    """One message for ntfy, already reduced to what may leave the machine."""
-
-    event: str  # approval_needed | run_finished | run_failed
-    project_id: str
-    title: str
-    message: str
-    priority: str  # ntfy's: min, low, default, high, urgent
-    tags: str  # ntfy tags (shown as emoji), comma-separated
-
-
-def shown_name(text: str, limit: int = 80) -> str:
-    """A name as it may appear in a notification: one line, printable, not too long."""
-    line = _UNPRINTABLE.sub("?", text).strip()
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def notification_for(event: Event, project_name: str) -> Notification | None:
-    """The notification an event makes, or None; ``project_name`` names its project."""
-    name = shown_name(project_name)
-    match event:
-        case PermissionRequested(project_id=project_id, tool_name=tool):
-            return Notification(
-                APPROVAL_NEEDED,
-                project_id,
-                f"Approval needed: {name}",
-                f"Claude asks to use {shown_name(tool, 64)} in {name}.",
-                "high",
-                "question",
-            )
-        case RunFinished(project_id=project_id, result=result):
-            outcome = result.outcome
-            word = str(outcome)
-            if result.reason in _REASONS and outcome is not Outcome.SUCCESS:
-                word += f" ({result.reason})"
-            failed = outcome in _FAILED
-            return Notification(
-                RUN_FAILED if failed else RUN_FINISHED,
-                project_id,
-                f"Run {'failed' if failed else 'finished'}: {name}",
-                f"{name}: {word}",
-                "high" if failed else "default",
-                _TAGS.get(outcome, "information_source"),
-            )
-    return None
-
-
-def header_text(text: str) -> bytes:
-    """A header value ntfy reads back as it was: ASCII as is, else an RFC 2047 word."""
-    if text.isascii():
-        return text.encode("ascii")
-    return b"=?UTF-8?B?" + base64.b64encode(text.encode()) + b"?="
 
 
 @implementer(IBodyProducer)
