@@ -1,7 +1,9 @@
 /**
  * Pairing (SPEC §11): the #token= link pairs the page (token kept in localStorage, the
  * fragment scrubbed from the address bar), a reload stays paired, a wrong token leads
- * to the pairing screen with a message, and the Token box + Pair fix it.
+ * to the pairing screen with a message, and the Token box + Pair fix it. A wrong
+ * "#token=" link opened in a paired page (a link from anywhere: even from Claude's text)
+ * does not cost the pairing it would have replaced.
  */
 
 import {
@@ -35,6 +37,21 @@ scenario('pairing', async (session) => {
   await page.reload();
   await waitConnected(page);
   log('still connected after a reload, from localStorage');
+
+  // A link with a wrong token, in the paired page: refused, and the pairing stays.
+  await session.withNetworkMessages(async () => {
+    await page.evaluate(() => {
+      location.hash = `token=planted-${Date.now()}`;
+    });
+    await page.waitForFunction(() => !location.hash.includes('token='));
+    await page.waitForFunction(
+      ([key, good]) => localStorage.getItem(key) === good,
+      [TOKEN_KEY, token],
+    );
+    await waitConnected(page);
+  });
+  if (await textbox(page, 'Token').count()) throw new Error('a planted link unpaired the page');
+  log('a wrong #token= link in a paired page: refused, the pairing kept');
 
   const bad = await session.newPage();
   await session.withNetworkMessages(async () => {

@@ -158,3 +158,21 @@ def test_unknown_records_and_a_five_megabyte_line_do_not_break_the_page(
 
 def test_load_older_on_a_long_history(browser: Browser) -> None:
     browser.run("history", project=browser.project_dir("history"))
+
+
+def test_notifications_only_while_the_tab_is_hidden(browser: Browser) -> None:
+    """SPEC §11: a prompt waiting and a run ending notify (project and tool/outcome named)
+    only while the tab is hidden."""
+    browser.run("notify", project=browser.project_dir("notify"))
+
+
+def test_hostile_html_everywhere_stays_inert(browser: Browser) -> None:
+    """HTML and script in Markdown, tool paths and content, preview diffs, a project path
+    and frames no real server sends: nothing runs, no CSP violation, no token leak."""
+    project = browser.project_dir("attack")
+    (project / "<img src=x onerror=window.__xss('project')>").mkdir()
+    browser.run("attack", project=project)
+
+
+def test_the_approval_sheet_keeps_a_half_typed_reason(browser: Browser) -> None:
+    browser.run("sheet", project=browser.project_dir("sheet"))

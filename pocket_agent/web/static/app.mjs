@@ -5,7 +5,14 @@ import { Connection } from "./connection.mjs";
 import { replace } from "./dom.mjs";
 import { basename } from "./format.mjs";
 import { notify } from "./notify.mjs";
-import { clearToken, currentToken, saveToken, takeTokenFromFragment } from "./pairing.mjs";
+import {
+  clearToken,
+  currentToken,
+  restoreReplacedToken,
+  saveToken,
+  takeTokenFromFragment,
+  tokenAccepted,
+} from "./pairing.mjs";
 import { conversationScreen } from "./screens/conversation.mjs";
 import { pairingScreen } from "./screens/pairing.mjs";
 import { projectsScreen } from "./screens/projects.mjs";
@@ -71,9 +78,19 @@ function pair(token) {
 }
 
 connection.addEventListener("state", drawStatus);
+connection.addEventListener("state", () => {
+  if (connection.state === "connected") tokenAccepted();
+});
 connection.addEventListener("unauthorized", () => {
-  const had = Boolean(currentToken());
-  clearToken();
+  const refused = currentToken();
+  if (restoreReplacedToken(refused)) {
+    // A link brought a token the server refuses: keep the pairing it would have replaced.
+    connection.stop();
+    connection.start();
+    return;
+  }
+  const had = Boolean(refused);
+  clearToken(refused);
   pairingMessage = had ? "The server refused this token. Pair again with the current token (pocket-agent-server token)." : "";
   route();
 });

@@ -11,17 +11,30 @@ import { toolBody } from "./render/tool.mjs";
  * @returns {{el: HTMLElement, show: (id?: string) => void, update: () => void}}
  */
 export function approvalSheet({ store, connection, projectId }) {
-  const el = h("section.sheet", { role: "dialog", "aria-labelledby": "sheet-title", hidden: true });
+  const el = h("section.sheet", {
+    role: "dialog",
+    "aria-labelledby": "sheet-title",
+    "aria-live": "polite",
+    hidden: true,
+  });
   let currentId = null;
   let dismissed = new Set();
   let busy = false;
   let error = "";
+  let drawn = ""; // what the sheet shows now: redrawn only when that changes
+
 
   function pending() {
     return store.pendingList(projectId);
   }
 
-  function update() {
+  /**
+   * Show the prompt that should be on top. The sheet is redrawn only when what it shows
+   * changes (another prompt, another count, an error): every project_state for the
+   * project calls this, and a redraw would wipe a half-typed reason and the focus.
+   * @param {boolean} [force] redraw even so (an error to show, a choice to reset)
+   */
+  function update(force = false) {
     const open = pending();
     if (currentId && !open.some((p) => p.permission_id === currentId)) {
       currentId = null;
@@ -36,10 +49,20 @@ export function approvalSheet({ store, connection, projectId }) {
     if (!request) {
       el.hidden = true;
       el.replaceChildren();
+      drawn = "";
       return;
     }
+    const key = `${request.permission_id} ${open.length} ${open.indexOf(request)}`;
+    if (!force && key === drawn && !el.hidden) return;
+    const fresh = !drawn.startsWith(`${request.permission_id} `);
+    drawn = key;
     el.hidden = false;
     draw(request, open);
+    // A new prompt takes the focus (screen readers announce the sheet's title).
+    // Not when the user is typing elsewhere (the composer): that would take their keys.
+    const active = document.activeElement;
+    const idle = !active || active === document.body || el.contains(active);
+    if (fresh && idle) el.querySelector("#sheet-title")?.focus({ preventScroll: true });
   }
 
   function draw(request, open) {
@@ -71,7 +94,7 @@ export function approvalSheet({ store, connection, projectId }) {
           store.pendingMap(projectId).delete(request.permission_id);
           store.emit("permissions", { projectId });
         }
-        update();
+        update(true);
       }
     };
 
@@ -88,7 +111,7 @@ export function approvalSheet({ store, connection, projectId }) {
       h(
         "header.sheet-head",
         null,
-        h("h2#sheet-title", null, title),
+        h("h2#sheet-title", { tabindex: "-1" }, title),
         open.length > 1 ? h("span.muted", null, `${index + 1} of ${open.length}`) : null,
         h(
           "button.link.small",
@@ -97,7 +120,7 @@ export function approvalSheet({ store, connection, projectId }) {
             onClick: () => {
               dismissed.add(request.permission_id);
               currentId = null;
-              update();
+              update(true);
             },
           },
           "Later",
@@ -137,7 +160,7 @@ export function approvalSheet({ store, connection, projectId }) {
     if (!target) return;
     dismissed.delete(target.permission_id);
     currentId = target.permission_id;
-    update();
+    update(true);
     el.scrollIntoView({ block: "nearest" });
   }
 

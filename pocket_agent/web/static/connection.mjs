@@ -67,6 +67,7 @@ export class Connection extends EventTarget {
     if (!this.stopped) return;
     this.stopped = false;
     window.addEventListener("online", this.wake);
+    window.addEventListener("focus", this.wake); // back to the app: no waiting for the backoff
     window.addEventListener("offline", this.onOffline);
     document.addEventListener("visibilitychange", this.onVisible);
     this.open();
@@ -77,6 +78,7 @@ export class Connection extends EventTarget {
     this.stopped = true;
     clearTimeout(this.timer);
     window.removeEventListener("online", this.wake);
+    window.removeEventListener("focus", this.wake);
     window.removeEventListener("offline", this.onOffline);
     document.removeEventListener("visibilitychange", this.onVisible);
     if (this.ws) {

@@ -15,8 +15,36 @@ export function takeTokenFromFragment() {
   params.delete("token");
   const rest = params.toString();
   history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
-  if (token.trim()) saveToken(token.trim());
-  return Boolean(token.trim());
+  const fresh = token.trim();
+  if (fresh) {
+    const before = loadToken();
+    replaced = before && before !== fresh ? before : null;
+    saveToken(fresh);
+  }
+  return Boolean(fresh);
+}
+
+let replaced = null; // the stored token a "#token=" link replaced, until the new one works
+
+/**
+ * A "#token=" link whose token the server refuses must not cost the pairing it replaced
+ * (a link can come from anywhere, even from Claude's own text): put the previous token
+ * back. False when there was none.
+ * @param {string|null} refused
+ * @returns {boolean}
+ */
+export function restoreReplacedToken(refused) {
+  if (!replaced || refused === replaced) return false;
+  const previous = replaced;
+  replaced = null;
+  if (loadToken() === refused) saveToken(previous);
+  else memoryToken = previous;
+  return true;
+}
+
+/** The new token worked: what it replaced is gone for good. */
+export function tokenAccepted() {
+  replaced = null;
 }
 
 /** @returns {string|null} the stored token */
@@ -38,14 +66,18 @@ export function saveToken(token) {
   memoryToken = token;
 }
 
-/** Forget the token (after the server refused it). */
-export function clearToken() {
+/**
+ * Forget the token after the server refused it; another tab may have stored a newer
+ * one meanwhile, which stays.
+ * @param {string|null} [refused] the token that was refused (default: the current one)
+ */
+export function clearToken(refused = currentToken()) {
   try {
-    localStorage.removeItem(KEY);
+    if (localStorage.getItem(KEY) === refused) localStorage.removeItem(KEY);
   } catch {
     /* nothing stored */
   }
-  memoryToken = null;
+  if (memoryToken === refused) memoryToken = null;
 }
 
 let memoryToken = null;

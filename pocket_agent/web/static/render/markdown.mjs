@@ -9,13 +9,38 @@ import { longText } from "./text.mjs";
 const MARKDOWN_LIMIT = 100000;
 
 marked.setOptions({ gfm: true, breaks: false, async: false });
+// Raw HTML in the model's text is shown as text, never parsed: nothing to sanitise away
+// (a <style> would still make the CSP log an error while DOMPurify parses it).
+marked.use({
+  renderer: {
+    html(token) {
+      return escapeHtml(typeof token === "string" ? token : token.text);
+    },
+  },
+});
+
+/** @param {string} text */
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
 
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-  // Links open outside the app and never leak the page address.
-  if (node.tagName === "A") {
-    node.setAttribute("target", "_blank");
-    node.setAttribute("rel", "noopener noreferrer");
+  if (node.tagName !== "A") return;
+  // A link back into this app (say "#token=…", planted in a file Claude read) would act
+  // on the pairing or the page: it stays text. Other links open outside the app and
+  // never leak the page address.
+  let target = null;
+  try {
+    target = new URL(node.getAttribute("href") || "", location.href);
+  } catch {
+    target = null;
   }
+  if (!target || target.origin === location.origin) {
+    node.removeAttribute("href");
+    return;
+  }
+  node.setAttribute("target", "_blank");
+  node.setAttribute("rel", "noopener noreferrer");
 });
 
 /**

@@ -79,15 +79,32 @@ export function conversationScreen({ store, sync, connection, projectId, back })
     }
   }
 
+  // Records arriving in a burst (a fast run, a replay) are placed once a frame: reading
+  // the scroll position forces a layout, and doing that per record made a 5,000-line run
+  // quadratic. Older pages (prepends) keep their scroll anchor the same way.
+  let queued = [];
+  let frame = 0;
+
   function onRecords(event) {
     if (event.detail.projectId !== projectId) return;
+    queued.push(...event.detail.added);
+    if (!frame) frame = requestAnimationFrame(flush);
+  }
+
+  function flush() {
+    frame = 0;
+    const added = queued;
+    queued = [];
+    if (!added.length) return;
     const stick = nearBottom();
     const before = transcript.scrollHeight;
     const top = transcript.scrollTop;
     const index = store.indexes(projectId);
-    const prepend = event.detail.added.length && order.length && event.detail.added[event.detail.added.length - 1].seq < order[0];
+    let newest = -Infinity;
+    for (const record of added) newest = Math.max(newest, record.seq);
+    const prepend = order.length > 0 && newest < order[0];
     const touched = [];
-    for (const record of event.detail.added) {
+    for (const record of added) {
       place(record);
       touched.push(...dependents(record, index));
     }
@@ -241,6 +258,7 @@ export function conversationScreen({ store, sync, connection, projectId, back })
   return {
     el,
     destroy() {
+      if (frame) cancelAnimationFrame(frame);
       store.removeEventListener("records", onRecords);
       store.removeEventListener("permissions", onPermissions);
       store.removeEventListener("projects", onProjects);
