@@ -176,3 +176,7 @@ def test_hostile_html_everywhere_stays_inert(browser: Browser) -> None:
 
 def test_the_approval_sheet_keeps_a_half_typed_reason(browser: Browser) -> None:
     browser.run("sheet", project=browser.project_dir("sheet"))
+
+
+def test_scrolling_up_loads_older_history(browser: Browser) -> None:
+    browser.run("scroll", project=browser.project_dir("scroll"))

@@ -214,17 +214,32 @@ export function conversationScreen({ store, sync, connection, projectId, back })
     }
   });
 
-  olderButton.addEventListener("click", async () => {
-    olderButton.disabled = true;
-    try {
-      await sync.loadOlder(projectId);
-    } catch (error) {
-      showError(`${error.code}: ${error.message}`);
-    } finally {
-      olderButton.disabled = false;
-      olderButton.hidden = !store.hasOlder(projectId);
-    }
-  });
+  // Older history: the button at the top, or scrolling up to it. One page at a time;
+  // a press while a page is on its way waits for that one (the button stays enabled,
+  // marked busy, so a press is never lost on a disabled button).
+  let loadingOlder = null;
+  function loadOlder() {
+    if (loadingOlder || !store.hasOlder(projectId)) return loadingOlder;
+    olderButton.setAttribute("aria-busy", "true");
+    loadingOlder = sync
+      .loadOlder(projectId)
+      .catch((error) => showError(`${error.code}: ${error.message}`))
+      .finally(() => {
+        loadingOlder = null;
+        olderButton.removeAttribute("aria-busy");
+        olderButton.hidden = !store.hasOlder(projectId);
+      });
+    return loadingOlder;
+  }
+  olderButton.addEventListener("click", () => loadOlder());
+  const NEAR_TOP_PX = 80;
+  transcript.addEventListener(
+    "scroll",
+    () => {
+      if (transcript.scrollTop < NEAR_TOP_PX && !olderButton.hidden) loadOlder();
+    },
+    { passive: true },
+  );
 
   const head = h(
     "header.conv-head",
