@@ -103,6 +103,7 @@ def test_mask_is_its_own_inverse_and_reserved_bits_refused() -> None:
         FrameParser().feed(b"\xc1\x01x")  # RSV1 without an extension
 
 
+@pytest.mark.e2e
 def test_quick_run_against_the_real_daemon(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     argv = [sys.executable, str(REPO / "bench" / "run.py"), "--quick"]
