@@ -34,3 +34,11 @@ def make_harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
 @pytest.fixture
 def harness(make_harness: Callable[..., Harness]) -> Harness:
     return make_harness()
+
+
+@pytest.fixture
+def asked(harness: Harness) -> Any:
+    """Two followers, a run, and claude asking for a Write (tests/test_approvals.py)."""
+    from tests.test_approvals import asking
+
+    return asking(harness)

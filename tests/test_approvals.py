@@ -99,9 +99,9 @@ class Asked:
     permission_id: str
 
 
-@pytest.fixture
-def asked(harness: Harness) -> Asked:
-    """Two followers, a run, and claude asking for a Write."""
+def asking(harness: Harness) -> Asked:
+    """Two followers, a run, and claude asking for a Write (the ``asked`` fixture of
+    tests/conftest.py)."""
     pid, [client, other] = setup(harness, followers=2)
     process, _ = start(harness, client, pid)
     process.emit(INIT, TEXT)

@@ -38,19 +38,6 @@ from tests.test_execution import INIT, RESULT, TEXT, records, setup, start
 from tests.test_reliability import FullDisk, crash, history_of
 
 
-@pytest.fixture
-def asked(harness: Harness) -> Asked:
-    """As in tests/test_approvals.py: two followers, a run, and claude asking for a Write."""
-    pid, [client, other] = setup(harness, followers=2)
-    process, _ = start(harness, client, pid)
-    process.emit(INIT, TEXT)
-    client.new(), other.new()
-    ask(process)
-    seen = client.new()
-    other.new()
-    return Asked(harness, pid, client, other, process, pending_id(seen))
-
-
 def outcome(messages: list[dict[str, Any]]) -> str:
     return str(reply_of(messages, "execution_finished")["data"]["outcome"])
 

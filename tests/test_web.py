@@ -104,7 +104,13 @@ class RawHTTPClient(Protocol):
 
 
 def http_get(
-    site: Site, path: str, *, peer: str = "127.0.0.1", host: str = "localhost", **headers: str
+    site: Site,
+    path: str,
+    *,
+    method: str = "GET",
+    peer: str = "127.0.0.1",
+    host: str = "localhost",
+    **headers: str,
 ) -> Response:
     """One request through the real twisted.web stack (HTTPChannel, Site, resources),
     byte for byte over iosim: no sockets, no threads. ``headers`` as in ``get_health``."""
@@ -123,7 +129,9 @@ def http_get(
         iosim.FakeTransport(client, isServer=False),
         greet=True,
     )
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    if method in ("POST", "PUT"):
+        lines.append("Content-Length: 0")
     lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
     client.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
     pump.flush()

@@ -9,17 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import attrs
 import pytest
-from twisted.internet.address import IPv4Address
-from twisted.test import iosim
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
 from pocket_agent.net.site import build_site
 from pocket_agent.net.web import STATIC_ROOT, StaticApp, security_headers
 from tests.support import TOKEN, Harness
-from tests.test_web import RawHTTPClient
+from tests.test_web import Response, http_get
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -45,13 +42,6 @@ FILES = {
 SECRET = b"the operator's secret\n"
 
 
-@attrs.frozen
-class Response:
-    code: int
-    headers: dict[str, str]  # lower-case names
-    body: bytes
-
-
 def request(
     site: Site,
     path: str,
@@ -61,32 +51,8 @@ def request(
     host: str = "localhost:8443",
     **headers: str,
 ) -> Response:
-    """One request, byte for byte over iosim (``tests.test_web.http_get`` with a method)."""
-    address = IPv4Address("TCP", peer, 40000)
-    server = site.buildProtocol(address)
-    client = RawHTTPClient()
-    pump = iosim.connect(
-        server,
-        iosim.FakeTransport(
-            server,
-            isServer=True,
-            hostAddress=IPv4Address("TCP", "127.0.0.1", 8443),
-            peerAddress=address,
-        ),
-        client,
-        iosim.FakeTransport(client, isServer=False),
-        greet=True,
-    )
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
-    if method in ("POST", "PUT"):
-        lines.append("Content-Length: 0")
-    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
-    client.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-    pump.flush()
-    head, _, body = client.received.partition(b"\r\n\r\n")
-    status, *header_lines = head.decode("latin-1").split("\r\n")
-    fields = dict(line.split(": ", 1) for line in header_lines)
-    return Response(int(status.split()[1]), {k.lower(): v for k, v in fields.items()}, body)
+    """``tests.test_web.http_get`` with the method first and the page's host:port."""
+    return http_get(site, path, method=method, peer=peer, host=host, **headers)
 
 
 @pytest.fixture
