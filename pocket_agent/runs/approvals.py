@@ -10,6 +10,7 @@ only remembers which ids it issued, so a late answer hears ``already_resolved``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -20,6 +21,7 @@ from pocket_agent.core.events import Answered, Cause, EventBus, ProjectChanged
 from pocket_agent.core.hub import Hub
 from pocket_agent.core.projects import Project, ProjectSettings, rule_problem
 from pocket_agent.core.registry import ProjectRegistry
+from pocket_agent.core.storagewatch import StorageError
 
 from .control import DEFAULT_DENY
 from .events import InterruptAnswer, PermissionAnswered, RunInterrupted, SettingsAnswer
@@ -40,7 +42,11 @@ class Approvals:
     log = Logger()
 
     def __init__(
-        self, registry: ProjectRegistry, hub: Hub, bus: EventBus, storage_failed: Any
+        self,
+        registry: ProjectRegistry,
+        hub: Hub,
+        bus: EventBus,
+        storage_failed: Callable[[str, OSError], StorageError],
     ) -> None:
         """``storage_failed(project_id, error)`` turns an OSError into the refusal."""
         self.registry = registry
