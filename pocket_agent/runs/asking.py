@@ -52,7 +52,8 @@ class PromptSink(Protocol):
         """A prompt is open (``awaiting_approval`` holds while any is)."""
 
     def permission_closed(self, prompt: Prompt, decision: Decision, flipped: bool) -> None:
-        """A prompt is decided, whoever decided it (the CLI has been told, if it could be)."""
+        """A prompt is decided, whoever decided it; the CLI has been told unless it cannot
+        hear it (gone) or cancels it itself (an interrupt)."""
 
 
 class RunPrompts:
