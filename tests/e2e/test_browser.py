@@ -180,3 +180,9 @@ def test_the_approval_sheet_keeps_a_half_typed_reason(browser: Browser) -> None:
 
 def test_scrolling_up_loads_older_history(browser: Browser) -> None:
     browser.run("scroll", project=browser.project_dir("scroll"))
+
+
+def test_project_settings_panel_removes_a_rule_and_turns_approvals_off(browser: Browser) -> None:
+    """The rule "Allow always" remembered is listed and removable from the phone, and
+    approvals can be switched off for the project (another page follows both)."""
+    browser.run("settings", project=browser.project_dir("settings"))

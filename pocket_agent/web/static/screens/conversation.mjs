@@ -1,11 +1,13 @@
 /** A project's conversation: its Records in seq order (each element once, by
  * data-seq), "Load older" at the top, the approval sheet, and the composer with
- * Send, Stop (interrupt), Kill and New session. */
+ * Send, Stop (interrupt), Kill and New session; Settings in the header opens the
+ * project's settings panel. */
 
 import { approvalSheet } from "../approval.mjs";
 import { h } from "../dom.mjs";
 import { basename } from "../format.mjs";
 import { dependents, renderRecord } from "../render/record.mjs";
+import { settingsPanel } from "./settings.mjs";
 
 const MODELS = [["", "Default model"], ["sonnet", "Sonnet"], ["opus", "Opus"], ["haiku", "Haiku"]];
 const MODES = [["", "Default mode"], ["acceptEdits", "Accept edits"], ["plan", "Plan"], ["auto", "Auto"], ["dontAsk", "Don't ask"]];
@@ -241,18 +243,35 @@ export function conversationScreen({ store, sync, connection, projectId, back })
     { passive: true },
   );
 
+  const settings = settingsPanel({ store, connection, projectId });
+  const settingsButton = h(
+    "button.secondary.settings-btn",
+    { type: "button", "aria-controls": "settings-panel", "aria-expanded": "false" },
+    "Settings",
+  );
+  settingsButton.addEventListener("click", () => {
+    settingsButton.setAttribute("aria-expanded", String(settings.toggle()));
+  });
+
   const head = h(
     "header.conv-head",
     null,
     h("button.back", { type: "button", "aria-label": "Back to projects", onClick: back }, "‹"),
     h("div.titles", null, title, subtitle),
     stateChip,
+    settingsButton,
   );
 
-  const el = h("main.screen.conversation", null, head, transcript, waitingBanner, sheet.el, composer);
+  const el = h("main.screen.conversation", null, head, settings.el, transcript, waitingBanner, sheet.el, composer);
 
-  const onProjects = () => drawState();
-  const onConn = () => drawState();
+  const onProjects = () => {
+    drawState();
+    settings.update();
+  };
+  const onConn = () => {
+    drawState();
+    settings.update();
+  };
   store.addEventListener("records", onRecords);
   store.addEventListener("permissions", onPermissions);
   store.addEventListener("projects", onProjects);
