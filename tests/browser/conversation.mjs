@@ -11,7 +11,7 @@ import {
   log,
   openProject,
   pairedPage,
-  projectItem,
+  reloadProject,
   records,
   scenario,
   sendPrompt,
@@ -31,13 +31,7 @@ scenario('conversation', async (session) => {
   const before = await records(page);
   assertUniqueSeqs(before, 'live');
 
-  await page.reload();
-  await waitConnected(page);
-  // After a reload the app may reopen the conversation (#project=) or list the projects.
-  const prompt = textbox(page, 'Prompt');
-  const item = projectItem(page, path).first();
-  await prompt.or(item).first().waitFor();
-  if (!(await prompt.isVisible())) await item.click();
+  await reloadProject(page, path);
   await page.getByText('You said: hello from the browser').first().waitFor();
   await waitFooter(page, 0, 'success', '$0.0123');
   const count = await footers(page).count();
@@ -56,6 +50,6 @@ scenario('conversation', async (session) => {
   await page.goto(`${env('PA_ORIGIN')}/#project=${id}`);
   await waitConnected(page);
   await page.getByText('You said: hello from the browser').first().waitFor();
-  await prompt.waitFor();
+  await textbox(page, 'Prompt').waitFor();
   log(`/#project=${id} opens the conversation`);
 });

@@ -292,6 +292,22 @@ export async function openProject(page, path) {
 }
 
 /**
+ * Reload the page and get back to the conversation of `path`: the app may reopen it
+ * (#project=) or show the projects list; returns once the Prompt box is there.
+ * @param {import('playwright-core').Page} page
+ * @param {string} path
+ */
+export async function reloadProject(page, path) {
+  await page.reload();
+  await waitConnected(page);
+  const prompt = textbox(page, 'Prompt');
+  const item = projectItem(page, path).first();
+  await prompt.or(item).first().waitFor();
+  if (!(await prompt.isVisible())) await item.click();
+  await prompt.waitFor();
+}
+
+/**
  * Type `text` into Prompt and press Send.
  * @param {import('playwright-core').Page} page
  * @param {string} text

@@ -12,13 +12,11 @@ import {
   log,
   openProject,
   pairedPage,
-  projectItem,
+  reloadProject,
   records,
   RUN_TIMEOUT,
   scenario,
   sendPrompt,
-  textbox,
-  waitConnected,
   waitFooter,
 } from './harness.mjs';
 
@@ -33,12 +31,7 @@ scenario('history', async (session) => {
   const live = await records(page);
   assertUniqueSeqs(live, 'live');
 
-  await page.reload();
-  await waitConnected(page);
-  const prompt = textbox(page, 'Prompt');
-  const item = projectItem(page, path).first();
-  await prompt.or(item).first().waitFor();
-  if (!(await prompt.isVisible())) await item.click();
+  await reloadProject(page, path);
   await page.getByText(`part ${PARTS}/${PARTS}`).first().waitFor();
   const first = page.locator('[data-seq]').filter({ hasText: `part 1/${PARTS}` });
   const older = button(page, 'Load older');
