@@ -35,6 +35,11 @@ Scenarios alternate A (the working tree) and B (REF) for ``--rounds`` rounds (B 
 in odd rounds); the table shows per metric the median of A, of B and A/B. The
 worktree is removed (``git worktree remove --force``) at the end whatever happens.
 
+``--profile DIR``: ``py-spy record`` (``pip install py-spy``) samples each daemon of
+``rtt`` and ``fanout`` while it is measured; DIR gets the raw stacks
+(``<scenario>-<side>-r<round>.txt``, for ``flamegraph.pl`` or speedscope) and
+``<scenario>-<side>-r<round>.top.txt``, the functions by own time.
+
 ``--quick``: tiny sizes for a smoke test (C=2 for 1 s, S=2 x L=200, N=20, history
 20,000 records, startup 3 x 2,000), one round unless ``--rounds`` says otherwise.
 """
@@ -244,17 +249,85 @@ class Daemon:
 # ------------------------------------------------------------------------- scenarios
 
 
+class Profiler:
+    """``py-spy record`` attached to a daemon, stopped by its pid (SIGINT writes the file)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "500",
+             "--nonblocking", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(STOP_TIMEOUT)
+        if self.out.exists():
+            top = own_time(self.out.read_text())
+            self.out.with_suffix(".top.txt").write_text(top)
+
+
+def own_time(collapsed: str, shown: int = 40) -> str:
+    """Functions by own time (the innermost frame of each sample) and by total time
+    (anywhere on the stack), from py-spy's raw output: ``frame;frame;... count``."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        # By function, not line: a recursive or multi-line function counts once a sample.
+        for name in {f.split(" (", 1)[0] + " (" + f.split(" (", 1)[-1].split(":")[0] + ")"
+                     for f in frames}:  # fmt: skip
+            inclusive[name] = inclusive.get(name, 0) + n
+        total += n
+    lines = [f"{total} samples", "", "own time (by line)"]
+    for table_ in (own, inclusive):
+        rows = sorted(table_.items(), key=lambda kv: -kv[1])[:shown]
+        lines += [f"{100 * n / max(total, 1):5.1f} %  {name}" for name, n in rows]
+        if table_ is own:
+            lines += ["", "total time (by function)"]
+    return "\n".join(lines) + "\n"
+
+
 def with_daemon(
-    side: Side, scratch: Path, projects: int, max_connections: int, body: Callable[..., Any]
+    side: Side,
+    scratch: Path,
+    projects: int,
+    max_connections: int,
+    body: Callable[..., Any],
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix=f"{side.name}-", dir=scratch))
     daemon = Daemon(side, base, projects, max_connections)
+    profiler: Profiler | None = None
     try:
         port = daemon.wait_ready()
+        if profile is not None:
+            profiler = Profiler(daemon.pid, profile)
         return asyncio.run(body(daemon, port))
     finally:
+        if profiler is not None:
+            profiler.stop()
         daemon.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def profile_path(args: argparse.Namespace, scenario: str, side: Side) -> Path | None:
+    if args.profile is None:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    return args.profile / f"{scenario}-{side.name}-r{args.current_round}.txt"
 
 
 def scenario_rtt(side: Side, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -265,7 +338,10 @@ def scenario_rtt(side: Side, scratch: Path, args: argparse.Namespace) -> dict[st
         await admin.close()
         return await load.rtt("127.0.0.1", port, daemon.cpu, args.connections, args.seconds)
 
-    return with_daemon(side, scratch, args.projects, args.connections + 50, body)
+    return with_daemon(
+        side, scratch, args.projects, args.connections + 50, body,
+        profile_path(args, "rtt", side),
+    )  # fmt: skip
 
 
 def scenario_fanout(side: Side, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -275,7 +351,9 @@ def scenario_fanout(side: Side, scratch: Path, args: argparse.Namespace) -> dict
             args.followers, args.lines, args.line_bytes,
         )  # fmt: skip
 
-    return with_daemon(side, scratch, 1, args.followers + 50, body)
+    return with_daemon(
+        side, scratch, 1, args.followers + 50, body, profile_path(args, "fanout", side)
+    )
 
 
 def scenario_conns(side: Side, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -448,6 +526,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, metavar="FILE")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each daemon")
     parser.add_argument("--connections", type=int, help="rtt: C (10)")
     parser.add_argument("--seconds", type=float, help="rtt: seconds measured (5)")
     parser.add_argument("--projects", type=int, help="rtt: projects in the list (10)")
@@ -525,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
                 order = sides if round_ % 2 == 0 else list(reversed(sides))
                 for side in order:
                     started = time.perf_counter()
+                    args.current_round = round_ + 1
                     figures = RUNNERS[scenario](side, scratch, args)
                     figures["round"] = round_ + 1
                     figures["loadavg_after"] = os.getloadavg()
@@ -543,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         report["results"] = results
         if args.json:
-            args.json.write_text(json.dumps(report, indent=1))
+            args.json.write_text(json.dumps(report, indent=1, default=str))
         if worktree is not None:
             worktree.remove()
         shutil.rmtree(scratch, ignore_errors=True)
