@@ -107,8 +107,9 @@ def refused(code: ErrorCode, call: Callable[[], object]) -> ProtocolError:
 
 
 def snapshot(project: Project) -> dict[str, Any]:
-    """Everything a project is, persisted or not (Project compares by identity)."""
-    return attrs.asdict(project, recurse=False)
+    """Everything a project is, persisted or not (Project compares by identity), less
+    ``revision``: how many changes it took to get there is not what it is."""
+    return attrs.asdict(project, recurse=False, filter=lambda a, _: a.name != "revision")
 
 
 # --------------------------------------------------------------------------- create

@@ -76,6 +76,9 @@ class Hub:
         self._following: dict[str, list[str]] = {}  # connection_id -> project ids, join order
         self._followers: dict[str, dict[str, Follower]] = {}  # project id -> id -> follower
         self._drained: list[Deferred[None]] = []
+        # project id -> (what the snapshot was made of, the snapshot): one snapshot per
+        # state, so the wire encodes each state once (wire.messages keeps its bytes).
+        self._snapshots: dict[str, tuple[tuple[object, ...], ProjectSnapshot]] = {}
         self.default_approvals = "phone"  # claude.approvals, shown in ProjectState.settings
 
     # ---------------------------------------------------------------- connections
@@ -177,7 +180,16 @@ class Hub:
     # ------------------------------------------------------------------ projects
 
     def snapshot(self, project: Project) -> ProjectSnapshot:
-        return project.snapshot(len(self._followers.get(project.id, {})), self.default_approvals)
+        """The project's state now; the same object as last time when nothing changed."""
+        followers = len(self._followers.get(project.id, {}))
+        pending = project.run.pending_permissions if project.run is not None else ()
+        made_of = (project, project.revision, followers, self.default_approvals, pending)
+        cached = self._snapshots.get(project.id)
+        if cached is not None and cached[0] == made_of:
+            return cached[1]
+        snapshot = project.snapshot(followers, self.default_approvals)
+        self._snapshots[project.id] = (made_of, snapshot)
+        return snapshot
 
     def snapshots(self) -> list[ProjectSnapshot]:
         """Every project, oldest first."""
@@ -196,6 +208,7 @@ class Hub:
         elif isinstance(event, ProjectCreated):
             self._deliver(self._connections.values(), event)
         elif isinstance(event, ProjectDeleted):
+            self._snapshots.pop(event.project_id, None)
             for connection_id in list(self._followers.pop(event.project_id, {})):
                 self._forget(connection_id, event.project_id)
             self._deliver(self._connections.values(), event)

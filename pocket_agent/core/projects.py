@@ -116,12 +116,19 @@ class ProjectSnapshot:
         return bool(self.pending_permissions)
 
 
-@attrs.define(eq=False)
+def _touched(project: Project, attribute: attrs.Attribute[Any], value: Any) -> Any:
+    project.revision += 1
+    return value
+
+
+@attrs.define(eq=False, on_setattr=_touched)
 class Project:
     """Live state of one project.
 
     ``run`` is the one source of truth for "a run is active"; the status is derived
     from it and from ``error_details`` (no run survives a restart, so neither is stored).
+    ``revision`` counts every assignment to a field, so whoever keeps a snapshot knows
+    when it is stale without comparing every field (the hub's, for ``project_list``).
     """
 
     id: str
@@ -133,6 +140,7 @@ class Project:
     last_seq: int = 0
     run: ActiveRun | None = None
     settings: ProjectSettings = ProjectSettings()
+    revision: int = attrs.field(default=0, on_setattr=attrs.setters.NO_OP, repr=False)
 
     @property
     def status(self) -> ProjectStatus:

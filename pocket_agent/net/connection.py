@@ -10,7 +10,6 @@ close the connection from here.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -112,9 +111,9 @@ class Connection:
 
     # Requests ----------------------------------------------------------------------
 
-    def receive(self, payload: bytes) -> None:
-        """Handle one text frame; errors are answered, logged when they are bugs."""
-        started = time.perf_counter()
+    def receive(self, payload: bytes) -> str | None:
+        """Handle one text frame; errors are answered, logged when they are bugs. Returns
+        the frame's ``type`` when it had one (for the transport's debug line)."""
         envelope: Envelope | None = None
         try:
             try:
@@ -135,12 +134,7 @@ class Connection:
             rid = envelope.request_id if envelope else request_id_of(payload)
             error = ProtocolError(ErrorCode.INTERNAL_ERROR, "internal error; see the server log")
             self._send(m.ErrorMessage.of(error, request_id=rid))
-        self._log.debug(
-            "Message processed",
-            message_type=envelope.type if envelope else None,
-            connection_id=self.connection_id,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        )
+        return envelope.type if envelope else None
 
     def _project_id(self, envelope: Envelope) -> str:
         target = envelope.target_project_id
@@ -161,32 +155,28 @@ class Connection:
         handler = getattr(self, f"_on_{request.TYPE}")
         handler(request, pid, cause)
 
-    def _reply(self, cause: Cause, *frames: m.Outbound) -> None:
-        for frame in frames:
-            self._send(frame.replying_to(cause.request_id))
-
-    # One handler per request type: (request, target project id, cause).
+    # One handler per request type: (request, target project id, cause); each reply is
+    # built with the request's id (no copy per reply).
     # Queries ------------------------------------------------------------------------
 
     def _on_health(self, request: r.HealthRequest, _: str, cause: Cause) -> None:
-        self._reply(cause, m.HealthStatus(self.domain.health()))
+        self._send(m.HealthStatus(self.domain.health(), request_id=cause.request_id))
 
     def _on_project_list(self, request: r.ProjectListRequest, _: str, cause: Cause) -> None:
-        self._reply(cause, m.ProjectListResponse(self.domain.hub.snapshots()))
+        snapshots = self.domain.hub.snapshots()
+        self._send(m.ProjectListResponse(snapshots, request_id=cause.request_id))
 
     def _on_project_join(self, request: r.ProjectJoinRequest, pid: str, cause: Cause) -> None:
         joined = self.domain.hub.subscribe(self, pid, request.after_seq)
-        frames: list[m.Outbound] = [
-            m.ProjectStateMessage.of(joined.project),
-            m.ProjectJoinReply(joined.project, project_id=pid),
-        ]
+        rid = cause.request_id
+        self._send(m.ProjectStateMessage.of(joined.project, rid))
+        self._send(m.ProjectJoinReply(joined.project, project_id=pid, request_id=rid))
         if joined.replay is not None:
-            frames.append(m.HistoryMessage(joined.replay, project_id=pid))
-        self._reply(cause, *frames)
+            self._send(m.HistoryMessage(joined.replay, project_id=pid, request_id=rid))
 
     def _on_project_leave(self, request: r.ProjectLeaveRequest, pid: str, cause: Cause) -> None:
         self.domain.hub.unsubscribe(self, pid)
-        self._reply(cause, m.ProjectLeaveReply(project_id=pid))
+        self._send(m.ProjectLeaveReply(project_id=pid, request_id=cause.request_id))
 
     def _on_get_messages(self, request: r.GetMessagesRequest, pid: str, cause: Cause) -> None:
         query = Query(
@@ -197,7 +187,7 @@ class Connection:
             direction=request.direction,
         )
         page = self.domain.hub.registry.query(pid, query)
-        self._reply(cause, m.HistoryMessage(page, project_id=pid))
+        self._send(m.HistoryMessage(page, project_id=pid, request_id=cause.request_id))
 
     # Commands: answered through the event stream ------------------------------------
 

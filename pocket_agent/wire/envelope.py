@@ -8,7 +8,9 @@ A client decodes server frames with :func:`decode_envelope` too.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 import attrs
@@ -18,6 +20,13 @@ from .errors import invalid
 PROTOCOL_VERSION = 1
 SUBPROTOCOL = "pocket-agent.v1"
 MAX_REQUEST_ID_LENGTH = 128
+
+# A decoded string holds a lone surrogate only if the frame spelled one as an escape
+# ("\ud800") or carried its raw bytes (json.loads decodes bytes with "surrogatepass"):
+# only such frames need the second pass that looks for one. A false alarm (an escaped
+# backslash before "ud8") costs that pass, nothing else.
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_MAYBE_SURROGATE_TEXT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 
 
 @attrs.frozen
@@ -38,6 +47,18 @@ class Envelope:
         if not isinstance(nested, str) or not nested:
             raise invalid("data.project_id", "must be a non-empty string")
         return nested
+
+
+def envelope_head(mtype: str, project_id: str | None, request_id: str | None) -> bytes:
+    """What :func:`encode_envelope` writes before the ``data`` object (``...,"data":``),
+    for a frame whose data is already JSON bytes. ``encode_basestring`` is the escaper
+    ``json.dumps(..., ensure_ascii=False)`` uses for a str: the same bytes, no encoder."""
+    head = '{"type":' + encode_basestring(mtype)
+    if project_id is not None:
+        head += ',"project_id":' + encode_basestring(project_id)
+    if request_id is not None:
+        head += ',"request_id":' + encode_basestring(request_id)
+    return (head + ',"data":').encode()
 
 
 def encode_envelope(
@@ -65,11 +86,12 @@ def decode_envelope(payload: bytes | str) -> Envelope:
         raise invalid("frame", "nested too deeply") from None
     if not isinstance(obj, dict):
         raise invalid("frame", "must be a JSON object")
-    try:
-        # JSON may spell lone surrogates ("\ud800"): no UTF-8 can carry them back out.
-        json.dumps(obj, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise invalid("frame", "contains unpaired UTF-16 surrogates") from None
+    if _might_hold_surrogates(payload):
+        try:
+            # JSON may spell lone surrogates ("\ud800"): no UTF-8 can carry them back out.
+            json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise invalid("frame", "contains unpaired UTF-16 surrogates") from None
     mtype = obj.get("type")
     if not isinstance(mtype, str) or not mtype:
         raise invalid("type", "must be a non-empty string")
@@ -87,6 +109,14 @@ def decode_envelope(payload: bytes | str) -> Envelope:
     if not isinstance(data, dict):
         raise invalid("data", "must be a JSON object")
     return Envelope(type=mtype, project_id=project_id, request_id=request_id, data=data)
+
+
+def _might_hold_surrogates(payload: bytes | str) -> bool:
+    if isinstance(payload, str):
+        return _MAYBE_SURROGATE_TEXT.search(payload) is not None
+    if json.detect_encoding(payload) != "utf-8":
+        return True  # UTF-16 or -32 (json.loads reads those too): the pattern is UTF-8's
+    return _MAYBE_SURROGATE.search(payload) is not None
 
 
 def request_id_of(payload: bytes | str) -> str | None:

@@ -3,11 +3,14 @@ from the bytes of one WebSocket text frame.
 
 Records travel as the bytes they were stored as (:class:`AgentMessage`,
 :class:`HistoryMessage`): a multi-megabyte Claude line is never parsed or
-serialised again on its way out.
+serialised again on its way out. A frame is encoded once (``payload``) and framed
+once (``frame``), however many followers it goes to; a project's ``ProjectState`` is
+encoded once per snapshot (:func:`project_state_bytes`), so ``project_list`` is a join.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
@@ -19,8 +22,9 @@ from pocket_agent.history import Page
 from pocket_agent.runs.outcome import RunResult
 from pocket_agent.times import rfc3339
 
-from .envelope import encode_envelope
+from .envelope import encode_envelope, envelope_head
 from .errors import ProtocolError
+from .framing import text_frame
 
 
 def project_state_data(state: ProjectSnapshot) -> dict[str, Any]:
@@ -47,6 +51,29 @@ def project_state_data(state: ProjectSnapshot) -> dict[str, Any]:
     return wire
 
 
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# project id -> (the snapshot, its encoded ProjectState). The hub hands out the same
+# snapshot object until the project changes; an equal one is as good (and still cheaper
+# to compare than to encode). Deleted projects' entries go when the map is cleared.
+_STATES: dict[str, tuple[ProjectSnapshot, bytes]] = {}
+_STATES_KEPT = 10_000
+
+
+def project_state_bytes(state: ProjectSnapshot) -> bytes:
+    """The ``ProjectState`` object of ``state`` as JSON, encoded once per snapshot."""
+    cached = _STATES.get(state.id)
+    if cached is not None and (cached[0] is state or cached[0] == state):
+        return cached[1]
+    encoded = _dumps(project_state_data(state))
+    if len(_STATES) >= _STATES_KEPT:
+        _STATES.clear()
+    _STATES[state.id] = (state, encoded)
+    return encoded
+
+
 @attrs.frozen
 class Outbound:
     """One frame to a client: a ``TYPE``, a ``data`` object, and the envelope ids."""
@@ -68,7 +95,18 @@ class Outbound:
     def encode(self) -> bytes:
         return encode_envelope(self.TYPE, self.data(), self.project_id, self.request_id)
 
+    @functools.cached_property
+    def payload(self) -> bytes:
+        """:meth:`encode`, once: a frame shared by many followers is encoded once."""
+        return self.encode()
+
+    @functools.cached_property
+    def frame(self) -> bytes:
+        """The WebSocket frame around :attr:`payload`, built once for every follower."""
+        return text_frame(self.payload)
+
     def replying_to(self, request_id: str | None) -> Self:
+        """A copy echoing ``request_id``; the server's own replies are built with it."""
         return attrs.evolve(self, request_id=request_id)
 
 
@@ -109,6 +147,11 @@ class ProjectListResponse(Outbound):
         states = [project_state_data(s) for s in self.projects]
         return {"projects": states, "total": len(states)}
 
+    def encode(self) -> bytes:
+        states = b",".join([project_state_bytes(s) for s in self.projects])
+        head = envelope_head(self.TYPE, self.project_id, self.request_id)
+        return b'%s{"projects":[%s],"total":%d}}' % (head, states, len(self.projects))
+
 
 @attrs.frozen
 class ProjectStateMessage(Outbound):
@@ -116,11 +159,15 @@ class ProjectStateMessage(Outbound):
     state: ProjectSnapshot
 
     @classmethod
-    def of(cls, state: ProjectSnapshot) -> ProjectStateMessage:
-        return cls(state, project_id=state.id)
+    def of(cls, state: ProjectSnapshot, request_id: str | None = None) -> ProjectStateMessage:
+        return cls(state, project_id=state.id, request_id=request_id)
 
     def data(self) -> Mapping[str, Any]:
         return project_state_data(self.state)
+
+    def encode(self) -> bytes:
+        head = envelope_head(self.TYPE, self.project_id, self.request_id)
+        return head + project_state_bytes(self.state) + b"}"
 
 
 @attrs.frozen

@@ -36,11 +36,12 @@ def frames_for(event: ev.Event) -> list[m.Outbound]:
     return frames
 
 
-def answer_frame(answer: ev.Answer) -> m.Outbound:
+def answer_frame(answer: ev.Answer, request_id: str | None = None) -> m.Outbound:
+    """The reply to the request that ``answer`` answers, echoing its ``request_id``."""
     build = _ANSWERS.get(type(answer))
     if build is None:
         raise TypeError(f"no frame for {answer!r}")
-    return build(answer)
+    return build(answer, request_id)
 
 
 def run_finished_frames(project_id: str, result: RunResult) -> list[m.Outbound]:
@@ -69,7 +70,7 @@ _last: tuple[object, list[m.Outbound]] = (None, [])
 
 _FRAMES: dict[type[Any], Callable[[Any], list[m.Outbound]]] = {
     ev.RecordAppended: lambda e: [m.AgentMessage(e.project_id, e.record.line)],
-    ev.Answered: lambda e: [answer_frame(e.answer).replying_to(e.cause.request_id)],
+    ev.Answered: lambda e: [answer_frame(e.answer, e.cause.request_id)],
     ev.ProjectCreated: lambda e: [m.ProjectCreated(e.project, project_id=e.project.id)],
     ev.ProjectDeleted: lambda e: [m.ProjectDeleted(project_id=e.project_id)],
     ev.ProjectChanged: lambda e: [m.ProjectStateMessage.of(e.project)],
@@ -80,17 +81,23 @@ _FRAMES: dict[type[Any], Callable[[Any], list[m.Outbound]]] = {
     sw.StorageFailed: lambda e: [storage_failed_frame(e)],
 }
 
-_ANSWERS: dict[type[Any], Callable[[Any], m.Outbound]] = {
-    ev.ProjectAnswer: lambda a: m.ProjectStateMessage.of(a.project),
-    ev.DeleteAnswer: lambda a: m.ProjectDeleteReply(project_id=a.project_id),
-    rev.RunAccepted: lambda a: m.ExecuteReply(a.run_id, project_id=a.project_id),
-    rev.KillAnswer: lambda a: m.AgentKillReply(a.status, project_id=a.project_id),
-    rev.InterruptAnswer: lambda a: m.AgentInterruptReply(a.status, project_id=a.project_id),
-    rev.PermissionAnswered: lambda a: m.PermissionResponseReply(
-        a.permission_id, a.status, project_id=a.project_id
+_ANSWERS: dict[type[Any], Callable[[Any, str | None], m.Outbound]] = {
+    ev.ProjectAnswer: lambda a, rid: m.ProjectStateMessage.of(a.project, rid),
+    ev.DeleteAnswer: lambda a, rid: m.ProjectDeleteReply(project_id=a.project_id, request_id=rid),
+    rev.RunAccepted: lambda a, rid: m.ExecuteReply(
+        a.run_id, project_id=a.project_id, request_id=rid
     ),
-    rev.SettingsAnswer: lambda a: m.ProjectStateMessage.of(a.project),
-    rev.SessionResetAnswer: lambda a: m.AgentNewSessionReply(
-        a.old_session_id, project_id=a.project_id
+    rev.KillAnswer: lambda a, rid: m.AgentKillReply(
+        a.status, project_id=a.project_id, request_id=rid
+    ),
+    rev.InterruptAnswer: lambda a, rid: m.AgentInterruptReply(
+        a.status, project_id=a.project_id, request_id=rid
+    ),
+    rev.PermissionAnswered: lambda a, rid: m.PermissionResponseReply(
+        a.permission_id, a.status, project_id=a.project_id, request_id=rid
+    ),
+    rev.SettingsAnswer: lambda a, rid: m.ProjectStateMessage.of(a.project, rid),
+    rev.SessionResetAnswer: lambda a, rid: m.AgentNewSessionReply(
+        a.old_session_id, project_id=a.project_id, request_id=rid
     ),
 }
