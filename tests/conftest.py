@@ -42,3 +42,11 @@ def asked(harness: Harness) -> Any:
     from tests.test_approvals import asking
 
     return asking(harness)
+
+
+@pytest.fixture
+def debug_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``logging.level: debug`` as the LogService sets it: debug events are built."""
+    from pocket_agent.ops.logs import DEBUG
+
+    monkeypatch.setattr(DEBUG, "on", True)

@@ -67,7 +67,7 @@ def test_health_is_throttled_after_failures(harness: Harness) -> None:
     assert code == 429
 
 
-def test_access_log_redacts_the_token() -> None:
+def test_access_log_redacts_the_token(debug_logging: None) -> None:
     events: list[LogEvent] = []
     globalLogPublisher.addObserver(events.append)
     try:
@@ -82,6 +82,19 @@ def test_access_log_redacts_the_token() -> None:
     [event] = [e for e in events if e.get("log_format") == "HTTP request"]
     assert TOKEN not in json.dumps({k: str(v) for k, v in event.items()})
     assert event["uri"] == "/ws?token=<redacted>&x=1"
+
+
+def test_no_access_log_event_at_all_below_debug() -> None:
+    """Not even one the level filters out: twistd's stdout observer would print it."""
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        request = DummyRequest([b"ws"])
+        request.method, request.code = b"GET", 200
+        PocketAgentSite(None).log(request)  # type: ignore[arg-type]
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e for e in events if e.get("log_format") == "HTTP request"] == []
 
 
 # ------------------------------------------- the whole site, over an in-memory socket

@@ -5,10 +5,17 @@ Nothing here knows what a project is. The protocol authenticates in
 registers a :class:`~pocket_agent.net.connection.Connection` with the hub in
 ``onOpen``, forwards every text frame to it, and sends what it gives back within
 the connection's send budget.
+
+The per-message path is kept lean (docs/performance.rst): a frame is written as the
+bytes ``Outbound.frame`` built once for every follower, not through autobahn's
+``sendMessage``; autobahn's ``dataReceived`` and ``onMessageEnd`` are replaced by
+versions without the arguments of a disabled debug line and the txaio future per
+message; the idle timer is armed once and checks a timestamp.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -21,7 +28,7 @@ from zope.interface import implementer
 
 from pocket_agent.config import Config
 from pocket_agent.core.events import EventBus, SlowConsumerDropped
-from pocket_agent.ops.logs import trace_frame
+from pocket_agent.ops.logs import DEBUG, trace_frame
 from pocket_agent.wire.envelope import SUBPROTOCOL, request_id_of
 from pocket_agent.wire.errors import ErrorCode, ProtocolError, invalid
 from pocket_agent.wire.messages import ErrorMessage, Outbound
@@ -90,6 +97,7 @@ class PocketAgentProtocol(WebSocketServerProtocol):
     connection: Connection | None = None
     budget: SendBudget | None = None
     _idle_timer: IDelayedCall | None = None
+    _last_heard = 0.0  # clock reading of the last message, for the idle check
     _dropping = False
     _authenticated_as = "token"
     rate: MessageRate | None = None
@@ -171,29 +179,55 @@ class PocketAgentProtocol(WebSocketServerProtocol):
             authenticated_as=connection.authenticated_as,
         )
         self.send(connection.hello())
-        self._arm_idle_timer()
+        self._last_heard = self.factory.clock.seconds()
+        self._arm_idle_timer(factory.config.timeouts.idle)
+
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's formats the arguments of a debug line (off) for every read.
+        self._dataReceived(data)
+
+    def onMessageEnd(self) -> None:
+        # Autobahn's, less its "message" observer signal (we observe nothing) and the
+        # txaio future and callbacks that signal costs for every message.
+        if not self.failedByMe:
+            self._onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None  # type: ignore[assignment]  # as autobahn's does
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.factory.config.logging.trace:
+        config = self.factory.config
+        if config.logging.trace:
             trace_frame("in", payload, isBinary, self._connection_id, self._secret())
-        if self.connection is None:
+        connection = self.connection
+        if connection is None:
             return
-        self._arm_idle_timer()
-        if not self._within_rate(payload):
+        now = self._last_heard = self.factory.clock.seconds()
+        if self._idle_timer is None:
+            self._arm_idle_timer(config.timeouts.idle)  # timeouts.idle was 0 until SIGHUP
+        if not self._within_rate(payload, now):
             return
         if isBinary:
             self.send(ErrorMessage.of(invalid("frame", "binary frames are not accepted")))
             return
-        self.connection.receive(payload)
+        if not DEBUG.on:
+            connection.receive(payload)
+            return
+        started = time.perf_counter()
+        message_type = connection.receive(payload)
+        self._log.debug(
+            "Message processed",
+            message_type=message_type,
+            connection_id=connection.connection_id,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
 
-    def _within_rate(self, payload: bytes) -> bool:
+    def _within_rate(self, payload: bytes, now: float) -> bool:
         """``limits.messages_per_second`` (read live): a message over it is refused with
         RESOURCE_LIMIT; a connection refused for 10 s on end is closed (1008). Loopback
         too: a runaway script is still a runaway."""
         if self.rate is None:
             self.rate = MessageRate()
         limit = self.factory.config.limits.messages_per_second
-        refusal = self.rate.admit(self.factory.clock.seconds(), limit)
+        refusal = self.rate.admit(now, limit)
         if refusal is None:
             return True
         if self.state != self.STATE_OPEN:
@@ -255,16 +289,19 @@ class PocketAgentProtocol(WebSocketServerProtocol):
         ``limits.send_buffer`` is dropped (1013) and replays from history on reconnect."""
         if self.state != self.STATE_OPEN or self._dropping:
             return
-        payload = message.encode()
+        frame = message.frame
         budget = self.budget
         if budget is not None and budget.paused:
-            budget.backlog += len(payload)
+            budget.backlog += len(frame)
             if budget.backlog > self.factory.config.limits.send_buffer:
                 self._drop_slow_consumer()
                 return
         if self.factory.config.logging.trace:
-            trace_frame("out", payload, False, self._connection_id, self._secret())
-        self.sendMessage(payload, isBinary=False)
+            trace_frame("out", message.payload, False, self._connection_id, self._secret())
+        if self._perMessageCompress is None and not self.send_queue:
+            self.transport.write(frame)  # type: ignore[union-attr]  # open: it has one
+        else:  # not with our options (no compression, no chopping): autobahn's way
+            self.sendMessage(message.payload, isBinary=False)
 
     def _secret(self) -> str | None:
         """The current token, for the trace to cut out (a client may paste it anywhere)."""
@@ -289,21 +326,29 @@ class PocketAgentProtocol(WebSocketServerProtocol):
         # It may not even take the close frame: do not wait for its answer.
         self.factory.clock.callLater(0, self.dropConnection, True)
 
-    def _arm_idle_timer(self) -> None:
+    def _arm_idle_timer(self, delay: float) -> None:
         self._cancel_idle_timer()
-        idle = self.factory.config.timeouts.idle
-        if idle > 0:
-            self._idle_timer = self.factory.clock.callLater(idle, self._idle_timeout)
+        if delay > 0:
+            self._idle_timer = self.factory.clock.callLater(delay, self._idle_check)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None and self._idle_timer.active():
             self._idle_timer.cancel()
         self._idle_timer = None
 
-    def _idle_timeout(self) -> None:
+    def _idle_check(self) -> None:
+        """``timeouts.idle`` after the last message, not after the first: the timer is
+        armed once and, when it fires early, again for what is left."""
         self._idle_timer = None
+        idle = self.factory.config.timeouts.idle
+        if idle <= 0:
+            return  # switched off by SIGHUP; the next message arms it if it comes back
+        left = self._last_heard + idle - self.factory.clock.seconds()
+        if left > 0:
+            self._arm_idle_timer(left)
+            return
         if self.connection is not None and self.connection.follows_anything:
-            self._arm_idle_timer()
+            self._arm_idle_timer(idle)
             return
         self._log.info(
             "Closing an idle connection",

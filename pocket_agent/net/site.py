@@ -19,7 +19,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
-from pocket_agent.ops.logs import redact
+from pocket_agent.ops.logs import DEBUG, redact
 from pocket_agent.ops.metrics import Metrics
 
 from .auth import Authenticator, Credentials, Verdict
@@ -163,6 +163,8 @@ class PocketAgentSite(Site):
     noisy = False  # no "Starting factory <...object at 0x...>" lines: the ready line says it
 
     def log(self, request: Request) -> None:  # type: ignore[override]
+        if not DEBUG.on:
+            return
         client = None
         if self.authenticator is not None:
             client = self.authenticator.address(request_credentials(request))

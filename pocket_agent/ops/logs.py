@@ -62,6 +62,21 @@ LOGGED_TEXT_LIMIT = 64 * 1024  # characters of one frame or output line in the l
 _trace = Logger(namespace=TRACE_NAMESPACE)
 
 
+class DebugGate:
+    """Whether ``logging.level`` is ``debug``: code asks before it builds a debug event.
+
+    A debug event that the level filters out still costs building it and a trip through
+    every observer, and under ``twistd -n`` twistd's own stdout observer filters nothing:
+    without this, every "Message processed" line was formatted and written to stdout at
+    any level. Set by :class:`LogService` (and on SIGHUP); off when there is none.
+    """
+
+    on = False
+
+
+DEBUG = DebugGate()
+
+
 def redact(text: str) -> str:
     """Belt and braces: nothing we log should carry a token, but URIs and headers might."""
     return _JSON_TOKEN.sub(r"\1<redacted>", _TOKEN.sub(r"\1<redacted>", text))
@@ -184,6 +199,7 @@ class LogService(Service):
         extra_stream: IO[str] | None = None,
     ) -> None:
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
+        DEBUG.on = level == "debug"
         for namespace in FLAGGED_NAMESPACES:
             self.predicate.setLogLevelForNamespace(namespace, LogLevel.debug)
         self.formatter = json_line if fmt == "json" else text_line
@@ -196,6 +212,7 @@ class LogService(Service):
     def set_level(self, level: str) -> None:
         """SIGHUP: the new logging.level, for every observer at once."""
         self.predicate.setLogLevelForNamespace("", LEVELS[level])
+        DEBUG.on = level == "debug"
 
     def privilegedStartService(self) -> None:
         """Open the log file before anything listens: a path we cannot write ends
@@ -234,6 +251,7 @@ class LogService(Service):
 
     def detach(self) -> None:
         """Stop logging to the file (also after a start-up that failed half-way)."""
+        DEBUG.on = False
         for observer in self._observers:
             globalLogPublisher.removeObserver(observer)
         for logfile in self._files:

@@ -37,6 +37,7 @@ from pocket_agent.config import NotificationsConfig
 from pocket_agent.core.events import Event
 from pocket_agent.runs.events import PermissionRequested, RunFinished
 
+from .logs import DEBUG
 from .pushtext import Notification, header_text, notification_for
 
 TIMEOUT = 10.0  # seconds per attempt: connecting, sending and the whole answer
@@ -237,12 +238,13 @@ class Push(Service):
                     error = f"{type(e).__name__}: {e}"
                 else:
                     self.count("sent")
-                    self.log.debug(
-                        "Notification sent",
-                        notification=notification.event,
-                        project_id=notification.project_id,
-                        attempts=attempts,
-                    )
+                    if DEBUG.on:
+                        self.log.debug(
+                            "Notification sent",
+                            notification=notification.event,
+                            project_id=notification.project_id,
+                            attempts=attempts,
+                        )
                     return
         except defer.CancelledError:  # the server is stopping and gave up waiting
             self.count("dropped")

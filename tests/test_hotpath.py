@@ -1,0 +1,404 @@
+"""The per-message path stays lean (issue 12, docs/performance.rst): each of these would
+fail if the work it rules out came back, and each checks the bytes stay what they were."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import autobahn.twisted.websocket as autobahn_twisted
+import pytest
+from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.logger import LogEvent, LogLevel, globalLogPublisher
+
+from pocket_agent.core.projects import ProjectSnapshot
+from pocket_agent.wire import envelope as envelope_module
+from pocket_agent.wire import messages as m
+from pocket_agent.wire.envelope import decode_envelope, encode_envelope, envelope_head
+from pocket_agent.wire.errors import ProtocolError
+from pocket_agent.wire.framing import text_frame
+from tests.support import Client, Harness
+from tests.test_execution import INIT, RESULT, TEXT, setup, start
+
+
+class Counter:
+    """Wraps a callable and counts its calls."""
+
+    def __init__(self, wrapped: Callable[..., Any]) -> None:
+        self.wrapped = wrapped
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.wrapped(*args, **kwargs)
+
+
+@pytest.fixture
+def events() -> Iterator[list[LogEvent]]:
+    seen: list[LogEvent] = []
+    globalLogPublisher.addObserver(seen.append)
+    yield seen
+    globalLogPublisher.removeObserver(seen.append)
+
+
+# ------------------------------------------------------------------------ framing
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 1 << 20])
+def test_a_text_frame_is_byte_for_byte_what_autobahn_would_send(size: int) -> None:
+    payload = b"x" * size
+    prepared = PreparedMessage(payload, isBinary=False, applyMask=False, doNotCompress=True)
+    assert text_frame(payload) == prepared.payloadHybi
+
+
+def test_a_frame_is_encoded_and_framed_once_however_often_it_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    framing = Counter(m.text_frame)
+    monkeypatch.setattr(m, "text_frame", framing)
+    message = m.AgentMessage("p1", b'{"seq":1}')
+    assert message.frame is message.frame
+    assert message.payload is message.payload
+    assert framing.calls == 1
+    assert message.frame == text_frame(message.encode())
+
+
+# ------------------------------------------------------------- one frame, many readers
+
+
+def test_every_follower_gets_the_same_bytes_built_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid, clients = setup(harness, followers=5)
+    process, _ = start(harness, clients[0], pid)
+    for client in clients:
+        client.new()
+    framing = Counter(m.text_frame)
+    monkeypatch.setattr(m, "text_frame", framing)
+    written: list[list[bytes]] = [[] for _ in clients]
+    for i, client in enumerate(clients):
+        transport = client.server.transport
+        monkeypatch.setattr(transport, "write", Counter(lambda d, i=i: written[i].append(d)))
+
+    process.emit(TEXT)
+
+    assert framing.calls == 1  # one Record, one frame for all five
+    assert all(w == written[0] for w in written) and len(written[0]) == 1
+    [frame] = written[0]
+    assert frame[0] == 0x81  # FIN + text, not masked
+    record = json.loads(frame[2 + (2 if frame[1] == 126 else 0) :])
+    assert (record["type"], record["data"]["message"]) == ("agent_message", TEXT)
+
+
+def test_frames_do_not_go_through_autobahns_send_path(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid, clients = setup(harness, followers=2)
+    process, _ = start(harness, clients[0], pid)
+    clients[1].new()
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("autobahn's sendMessage/sendData on the hot path")
+
+    for client in clients:
+        monkeypatch.setattr(client.server, "sendMessage", refuse)
+        monkeypatch.setattr(client.server, "sendData", refuse)
+    process.emit(INIT, TEXT, RESULT)
+    process.exit(0)
+    kinds = [f["type"] for f in clients[1].new()]
+    assert kinds.count("agent_message") >= 3 and "execution_finished" in kinds
+    clients[0].new()
+    assert clients[0].one("project_list")["type"] == "project_list_response"
+
+
+def test_the_send_budget_counts_the_bytes_written(harness: Harness) -> None:
+    pid, [client] = setup(harness)
+    process, _ = start(harness, client, pid)
+    budget = client.server.budget
+    budget.pauseProducing()
+    sent: list[bytes] = []
+    write = client.server.transport.write
+    client.server.transport.write = lambda data: (sent.append(data), write(data))
+    process.emit(TEXT, TEXT)
+    assert budget.backlog == sum(len(d) for d in sent) and len(sent) == 2
+
+
+# --------------------------------------------------------------- the receive path
+
+
+def test_no_txaio_future_and_no_debug_arguments_per_message(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = harness.hello()
+    server = client.server
+    signals = Counter(server.fire)
+    monkeypatch.setattr(server, "fire", signals)  # autobahn's onMessageEnd: one a message
+    highlighted: list[Any] = []  # the client is autobahn's too: count the server's only
+
+    def hltype(obj: Any) -> str:
+        highlighted.append(getattr(obj, "__self__", None))
+        return str(obj)
+
+    monkeypatch.setattr(autobahn_twisted, "hltype", hltype)
+    for _ in range(10):
+        assert client.one("health")["type"] == "health_status"
+    assert signals.calls == 0
+    assert server not in highlighted and client.protocol in highlighted
+
+
+def test_a_message_over_several_frames_is_still_one_message(harness: Harness) -> None:
+    client, _ = harness.hello()
+    payload = json.dumps({"type": "health", "request_id": "frag"}).encode()
+    client.protocol.sendMessage(payload, fragmentSize=5)
+    client.pump.flush()
+    [reply] = client.new()
+    assert (reply["type"], reply["request_id"]) == ("health_status", "frag")
+
+
+def test_message_processed_is_logged_at_debug(
+    harness: Harness, events: list[LogEvent], debug_logging: None
+) -> None:
+    client, hello = harness.hello()
+    client.one("health")
+    [line] = [e for e in events if e.get("log_format") == "Message processed"]
+    assert line["message_type"] == "health"
+    assert line["connection_id"] == hello["data"]["connection_id"]
+    assert line["duration_ms"] >= 0
+
+
+def test_no_debug_event_is_even_built_below_debug(
+    harness: Harness, events: list[LogEvent]
+) -> None:
+    """Under twistd -n, twistd's own stdout observer filters nothing: a debug event that
+    is built is a line on stdout."""
+    client, _ = harness.hello()
+    for _ in range(3):
+        client.one("health")
+        client.one("project_list")
+    assert [e for e in events if e.get("log_level") == LogLevel.debug] == []
+
+
+def test_the_idle_timer_is_armed_once_not_per_message(harness: Harness) -> None:
+    client, _ = harness.hello()
+    [timer] = [c for c in harness.clock.getDelayedCalls() if c.func == client.server._idle_check]
+    for _ in range(20):
+        harness.clock.advance(1)
+        client.one("health")
+    assert timer.active()
+    assert [c for c in harness.clock.getDelayedCalls() if c.func == client.server._idle_check] == [
+        timer
+    ]
+
+
+def test_idle_counts_from_the_last_message(harness: Harness) -> None:
+    client, _ = harness.hello()
+    idle = harness.config.timeouts.idle
+    for _ in range(3):  # messages spread over more than one idle period
+        harness.clock.advance(idle * 0.6)
+        client.one("health")
+    harness.clock.advance(idle - 0.5)
+    client.pump.flush()
+    assert not client.protocol.closed
+    harness.clock.advance(0.5)
+    client.pump.flush()
+    assert client.protocol.closed and client.protocol.close_code == 1000
+
+
+def test_idle_switched_on_by_sighup_starts_counting(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(timeouts={"idle": 0})
+    client, _ = harness.hello()
+    harness.clock.advance(10_000)
+    assert not client.protocol.closed
+    config = harness.factory.config
+    harness.factory.config = attrs.evolve(
+        config, timeouts=attrs.evolve(config.timeouts, idle=30.0)
+    )  # what a reload does (compose.App.apply)
+    client.one("health")
+    harness.clock.advance(30)
+    client.pump.flush()
+    assert client.protocol.closed
+
+
+# ------------------------------------------------------------ replies and states
+
+
+def test_replies_are_built_with_their_request_id_not_copied(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: m.Outbound, request_id: str | None) -> m.Outbound:
+        raise AssertionError("a copy per reply")
+
+    monkeypatch.setattr(m.Outbound, "replying_to", refuse)
+    client, _ = harness.hello()
+    path = harness.project_dir("app")
+    created = client.request("project_create", request_id="c", data={"path": str(path)})
+    pid = created[0]["project_id"]
+    assert [c.get("request_id") for c in created] == ["c", None]  # the answer, then to all
+    for mtype in ("health", "project_list"):
+        assert client.one(mtype, request_id=f"r-{mtype}")["request_id"] == f"r-{mtype}"
+    replies = client.request("project_join", project_id=pid, request_id="j", data={"after_seq": 0})
+    assert [r["request_id"] for r in replies] == ["j", "j", "j"]
+    assert client.one("get_messages", project_id=pid, request_id="g")["request_id"] == "g"
+
+
+def projects(harness: Harness, client: Client, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        path = harness.project_dir(f"p{i}")
+        ids.append(client.request("project_create", data={"path": str(path)})[0]["project_id"])
+    return ids
+
+
+def test_project_list_encodes_each_project_once_until_it_changes(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = harness.hello()
+    ids = projects(harness, client, 4)
+    encoded = Counter(m.project_state_data)
+    monkeypatch.setattr(m, "project_state_data", encoded)
+    first = client.one("project_list")
+    assert encoded.calls <= 4
+    encoded.calls = 0
+    for _ in range(5):
+        assert client.one("project_list")["data"] == first["data"]
+    assert encoded.calls == 0  # a join of cached bytes
+
+    encoded.calls = 0
+    client.request("project_join", project_id=ids[2])  # one subscriber more: its state
+    listing = client.one("project_list")  # is encoded once, for the join's reply and this
+    assert encoded.calls == 1
+    counts = {p["id"]: p["subscriber_count"] for p in listing["data"]["projects"]}
+    assert counts == {ids[0]: 0, ids[1]: 0, ids[2]: 1, ids[3]: 0}
+
+
+def test_the_cached_state_is_the_state_now(harness: Harness) -> None:
+    """Every kind of change shows at once: a field, followers, the server default."""
+    pid, [client] = setup(harness)
+    hub = harness.app.hub
+    project = harness.app.registry.get(pid)
+
+    def state() -> dict[str, Any]:
+        [p] = [p for p in client.one("project_list")["data"]["projects"] if p["id"] == pid]
+        return p
+
+    assert state()["session_id"] is None
+    project.session_id = "s-1"
+    assert state()["session_id"] == "s-1"
+    project.last_seq = 41
+    assert state()["last_seq"] == 41
+    hub.default_approvals = "off"
+    assert state()["settings"]["approvals"] == "off"
+    client.request("project_leave", project_id=pid)
+    assert state()["subscriber_count"] == 0
+
+
+def test_the_hub_hands_out_one_snapshot_per_state(harness: Harness) -> None:
+    pid, _ = setup(harness)
+    hub = harness.app.hub
+    project = harness.app.registry.get(pid)
+    first = hub.snapshot(project)
+    assert hub.snapshot(project) is first
+    project.error_details = "x"
+    changed = hub.snapshot(project)
+    assert changed is not first and changed.error_details == "x"
+    assert hub.snapshot(project) is changed
+
+
+@given(st.lists(st.sampled_from(["a", "é", "\n", '"', "\\", "\x00", "😀"]), max_size=8))
+def test_a_cached_state_is_the_bytes_json_would_write(chars: list[str]) -> None:
+    from datetime import UTC, datetime
+
+    from pocket_agent.core.projects import ProjectStatus
+
+    text = "".join(chars)
+    state = ProjectSnapshot(
+        id=f"id-{text}",
+        path=f"/home/{text}",
+        state=ProjectStatus.IDLE,
+        session_id=text or None,
+        created_at=datetime(2026, 1, 2, 3, 4, 5, 678000, UTC),
+        last_active=datetime(2026, 1, 2, 3, 4, 5, 678000, UTC),
+        last_seq=7,
+        subscriber_count=1,
+        error_details=text,
+    )
+    listing = m.ProjectListResponse([state, state], request_id="r")
+    assert listing.encode() == encode_envelope(
+        listing.TYPE, listing.data(), None, "r"
+    )  # the bytes of before, not only the same JSON
+    message = m.ProjectStateMessage.of(state, "q")
+    assert message.encode() == encode_envelope(message.TYPE, message.data(), state.id, "q")
+
+
+@given(st.text(min_size=1), st.none() | st.text(), st.none() | st.text())
+def test_an_envelope_head_is_what_the_encoder_writes(
+    mtype: str, project_id: str | None, request_id: str | None
+) -> None:
+    whole = encode_envelope(mtype, {}, project_id, request_id)
+    assert envelope_head(mtype, project_id, request_id) + b"{}}" == whole
+
+
+# ---------------------------------------------------------------- decoding requests
+
+
+def old_rule(payload: bytes | str) -> bool:
+    """Before: every frame was encoded again to look for lone surrogates."""
+    try:
+        obj = json.loads(payload)
+    except Exception:
+        return True
+    try:
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+pieces = st.sampled_from(
+    ["\\ud800", "\\uDFFF", "\\ud83d\\ude00", "\\uD83D", "\\\\ud800", "\\u00e9", "x", "é"]
+)
+
+
+@given(st.lists(pieces, max_size=4), st.sampled_from(["utf-8", "utf-16-le", "utf-32", "str"]))
+def test_lone_surrogates_are_refused_exactly_as_before(parts: list[str], codec: str) -> None:
+    text = '{"type":"health","data":{"x":"' + "".join(parts) + '"}}'
+    payload: bytes | str = text if codec == "str" else text.encode(codec)
+    try:
+        decode_envelope(payload)
+        accepted = True
+    except ProtocolError as e:
+        assert "surrogates" in e.message, e.message
+        accepted = False
+    assert accepted == old_rule(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"type":"x","d":"\xed\xa0\x80"}', '{"type":"x","d":"\ud800"}'],
+    ids=["raw-bytes", "str"],
+)
+def test_a_raw_lone_surrogate_is_refused(payload: bytes | str) -> None:
+    with pytest.raises(ProtocolError, match="surrogates"):
+        decode_envelope(payload)
+
+
+def test_a_plain_frame_is_decoded_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    dumps = Counter(json.dumps)
+    monkeypatch.setattr(envelope_module.json, "dumps", dumps)
+    decode_envelope(b'{"type":"project_list","request_id":"r-1","data":{"x":"\\u00e9"}}')
+    assert dumps.calls == 0
+
+
+def test_the_lean_protocol_overrides_exist_in_autobahn() -> None:
+    """Ours replace autobahn methods of these names and call these: if autobahn renamed
+    them, ours would silently stop being called (the tests above would then show the
+    cost, not the cause)."""
+    for name in ("dataReceived", "onMessageEnd", "_dataReceived", "_onMessage"):
+        assert hasattr(autobahn_twisted.WebSocketServerProtocol, name), name
+    assert hasattr(WebSocketProtocol, "sendPreparedMessage")
