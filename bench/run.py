@@ -40,6 +40,10 @@ worktree is removed (``git worktree remove --force``) at the end whatever happen
 (``<scenario>-<side>-r<round>.txt``, for ``flamegraph.pl`` or speedscope) and
 ``<scenario>-<side>-r<round>.top.txt``, the functions by own time.
 
+``--trace``: the daemons run with ``logging.trace`` on (one log line per frame in and
+out, as ``PA_TRACE_ENABLED=1`` does), to measure what tracing costs; ``rtt`` and
+``fanout`` then also report ``trace_lines``, the frame lines the daemon wrote.
+
 ``--quick``: tiny sizes for a smoke test (C=2 for 1 s, S=2 x L=200, N=20, history
 20,000 records, startup 3 x 2,000), one round unless ``--rounds`` says otherwise.
 """
@@ -78,6 +82,7 @@ FAKE_CLAUDE = REPO / "tests" / "fake_claude" / "claude"
 SCENARIOS = ("rtt", "fanout", "conns", "history", "startup")
 READY = re.compile(r"listening on (wss?)://127\.0\.0\.1:(\d+)/ws")
 START_TIMEOUT, STOP_TIMEOUT = 60.0, 15.0
+TRACED = re.compile(r"\bFrame (in|out)\b")  # a logging.trace line on the daemon's stdout
 
 # Runs twistd with the side's code first on sys.path and says where pocket_agent came
 # from, so a comparison can never silently run the working tree twice.
@@ -166,6 +171,8 @@ def git(*args: str) -> str:
 class Daemon:
     """One daemon of a side in a fresh scratch root; stopped by its pid."""
 
+    trace = False  # --trace: logging.trace on in every daemon
+
     def __init__(self, side: Side, base: Path, projects: int, max_connections: int) -> None:
         self.side = side
         self.root, self.home = base / "root", base / "home"
@@ -187,7 +194,7 @@ class Daemon:
                 "executions_per_minute": 1000,
                 "send_buffer": "256MiB",
             },
-            "logging": {"level": "info", "format": "json"},
+            "logging": {"level": "info", "format": "json", "trace": self.trace},
         }
         (self.root / "config.yaml").write_text(json.dumps(config, indent=1))  # JSON is YAML
         self.proc = subprocess.Popen(
@@ -315,7 +322,10 @@ def with_daemon(
         port = daemon.wait_ready()
         if profile is not None:
             profiler = Profiler(daemon.pid, profile)
-        return asyncio.run(body(daemon, port))
+        figures: dict[str, Any] = asyncio.run(body(daemon, port))
+        if Daemon.trace:
+            figures["trace_lines"] = sum(bool(TRACED.search(line)) for line in daemon.lines)
+        return figures
     finally:
         if profiler is not None:
             profiler.stop()
@@ -527,6 +537,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, metavar="FILE")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each daemon")
+    parser.add_argument("--trace", action="store_true", help="logging.trace on")
     parser.add_argument("--connections", type=int, help="rtt: C (10)")
     parser.add_argument("--seconds", type=float, help="rtt: seconds measured (5)")
     parser.add_argument("--projects", type=int, help="rtt: projects in the list (10)")
@@ -578,6 +589,7 @@ def stop_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    Daemon.trace = args.trace
     stop_on_sigterm()
     raise_fd_limit(args.conns + 1000)  # the daemons inherit it
     scratch = Path(tempfile.mkdtemp(prefix="pa-bench-"))

@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.logger import Logger, LogLevel, capturedLogs
 
 from pocket_agent.ops.logs import (
+    _JSON_TOKEN,
+    _TOKEN,
     LOGGED_TEXT_LIMIT,
     RAW_OUTPUT_NAMESPACE,
     TRACE_NAMESPACE,
@@ -206,3 +210,14 @@ def test_redact_json_token_fields() -> None:
     assert redact(text) == (
         '{"token": "<redacted>", "auth_token":"<redacted>", "tokens": 2, "x": "Bearer <redacted>"}'
     )
+
+
+NEAR_TOKENS = ["tok", "token=", "tok%65n=", "Bearer ", "bearer.", '"token": "', '"a_token":"']
+NEAR_TOKENS += ["x", '"', "\\", "&", " ", "?", "é", "earer", "TOKEN=", "Token="]
+
+
+@given(st.lists(st.sampled_from(NEAR_TOKENS), max_size=10))
+def test_redact_looks_first_but_cuts_exactly_what_the_patterns_cut(parts: list[str]) -> None:
+    text = "".join(parts) + "secret-value"
+    both = _JSON_TOKEN.sub(r"\1<redacted>", _TOKEN.sub(r"\1<redacted>", text))
+    assert redact(text) == both

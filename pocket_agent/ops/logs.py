@@ -78,7 +78,13 @@ DEBUG = DebugGate()
 
 
 def redact(text: str) -> str:
-    """Belt and braces: nothing we log should carry a token, but URIs and headers might."""
+    """Belt and braces: nothing we log should carry a token, but URIs and headers might.
+
+    Both patterns need "tok" or "earer" in the text: looking for those first makes a
+    traced frame without either (nearly all of them) a substring search, not two regex
+    scans (those were 60 % of the server's time with ``logging.trace`` on)."""
+    if "tok" not in text and "earer" not in text:
+        return text
     return _JSON_TOKEN.sub(r"\1<redacted>", _TOKEN.sub(r"\1<redacted>", text))
 
 
