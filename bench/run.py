@@ -327,10 +327,12 @@ def with_daemon(
             figures["trace_lines"] = sum(bool(TRACED.search(line)) for line in daemon.lines)
         return figures
     finally:
-        if profiler is not None:
-            profiler.stop()
-        daemon.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        try:
+            if profiler is not None:
+                profiler.stop()
+        finally:
+            daemon.stop()
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def profile_path(args: argparse.Namespace, scenario: str, side: Side) -> Path | None:

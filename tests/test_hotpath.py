@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
 import autobahn.twisted.websocket as autobahn_twisted
 import pytest
-from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+from autobahn.websocket.protocol import PreparedMessage
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.logger import LogEvent, LogLevel, globalLogPublisher
 
-from pocket_agent.core.projects import ProjectSnapshot
+from pocket_agent.core.projects import Project, ProjectSnapshot
+from pocket_agent.ops.logs import DEBUG, LogService
 from pocket_agent.wire import envelope as envelope_module
 from pocket_agent.wire import messages as m
 from pocket_agent.wire.envelope import decode_envelope, encode_envelope, envelope_head
@@ -62,7 +64,6 @@ def test_a_frame_is_encoded_and_framed_once_however_often_it_is_asked_for(
     monkeypatch.setattr(m, "text_frame", framing)
     message = m.AgentMessage("p1", b'{"seq":1}')
     assert message.frame is message.frame
-    assert message.payload is message.payload
     assert framing.calls == 1
     assert message.frame == text_frame(message.encode())
 
@@ -231,10 +232,14 @@ def test_idle_switched_on_by_sighup_starts_counting(
 def test_replies_are_built_with_their_request_id_not_copied(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(self: m.Outbound, request_id: str | None) -> m.Outbound:
-        raise AssertionError("a copy per reply")
+    evolve = attrs.evolve
 
-    monkeypatch.setattr(m.Outbound, "replying_to", refuse)
+    def refuse(instance: Any, **changes: Any) -> Any:
+        if isinstance(instance, m.Outbound):
+            raise AssertionError("a copy per reply")
+        return evolve(instance, **changes)
+
+    monkeypatch.setattr(attrs, "evolve", refuse)
     client, _ = harness.hello()
     path = harness.project_dir("app")
     created = client.request("project_create", request_id="c", data={"path": str(path)})
@@ -401,4 +406,158 @@ def test_the_lean_protocol_overrides_exist_in_autobahn() -> None:
     cost, not the cause)."""
     for name in ("dataReceived", "onMessageEnd", "_dataReceived", "_onMessage"):
         assert hasattr(autobahn_twisted.WebSocketServerProtocol, name), name
-    assert hasattr(WebSocketProtocol, "sendPreparedMessage")
+
+
+# ------------------------------------------------ found by the review (mutations)
+
+
+def test_a_frame_waits_behind_autobahns_queued_writes(harness: Harness) -> None:
+    client, _ = harness.hello()
+    server = client.server
+    written: list[bytes] = []
+    server.transport.write = written.append
+    server.sendData(b"A", sync=True)  # written now, B waits for the next reactor turn
+    server.sendData(b"B", sync=True)
+    message = m.HealthStatus({"status": "ok"})
+    server.send(message)
+    assert written == [b"A"]
+    harness.clock.advance(0.001)
+    harness.clock.advance(0.001)
+    assert written[:2] == [b"A", b"B"] and message.encode() in b"".join(written[2:])
+
+
+def test_sighup_switches_the_debug_gate(tmp_path: Path) -> None:
+    service = LogService("info", "text", tmp_path / "x.log")
+    try:
+        service.privilegedStartService()
+        assert not DEBUG.on
+        service.set_level("debug")
+        assert DEBUG.on
+        service.set_level("info")
+        assert not DEBUG.on
+    finally:
+        service.detach()
+    assert not DEBUG.on
+
+
+def test_a_log_service_at_debug_opens_the_gate_when_it_starts(tmp_path: Path) -> None:
+    service = LogService("debug", "text", tmp_path / "x.log")
+    assert not DEBUG.on  # built, not started: nothing logs through it yet
+    try:
+        service.privilegedStartService()
+        assert DEBUG.on
+    finally:
+        service.detach()
+
+
+def test_a_run_alone_changes_the_listed_state(harness: Harness) -> None:
+    pid, [client] = setup(harness)
+    project = harness.app.registry.get(pid)
+
+    class Run:
+        run_id = "r"
+        pending_permissions: tuple[dict[str, Any], ...] = ()
+
+    def listed() -> dict[str, Any]:
+        [p] = [p for p in client.one("project_list")["data"]["projects"] if p["id"] == pid]
+        return p
+
+    assert listed()["state"] == "IDLE"
+    run = Run()
+    project.run = run
+    assert listed()["state"] == "EXECUTING"
+    run.pending_permissions = ({"permission_id": "p1"},)  # no Project field assigned
+    assert listed()["pending_permissions"] == [{"permission_id": "p1"}]
+    run.pending_permissions = ({"permission_id": "p1", "input": {"n": True}},)
+    assert listed()["pending_permissions"][0]["input"] == {"n": True}
+    run.pending_permissions = ({"permission_id": "p1", "input": {"n": 1}},)  # == the last
+    assert listed()["pending_permissions"][0]["input"] == {"n": 1}
+    project.run = None
+
+
+def test_an_equal_snapshot_is_encoded_again(harness: Harness) -> None:
+    """Python's == is looser than JSON's (1 == 1.0 == True): only the same snapshot
+    object may reuse the bytes."""
+
+    def state(value: object) -> ProjectSnapshot:
+        from datetime import UTC, datetime
+
+        from pocket_agent.core.projects import ProjectStatus
+
+        at = datetime(2026, 1, 2, 3, 4, 5, 678000, UTC)
+        pending = ({"permission_id": "a", "input": {"n": value}},)
+        return ProjectSnapshot(
+            "same-id", "/p", ProjectStatus.EXECUTING, None, at, at, 1, 1,
+            pending_permissions=pending,
+        )  # fmt: skip
+
+    assert b'"n":1' in m.project_state_bytes(state(1))
+    assert b'"n":true' in m.project_state_bytes(state(True))
+
+
+def test_the_state_cache_is_bounded_oldest_out(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(m, "_STATES", {})
+    monkeypatch.setattr(m, "_STATES_KEPT", 3)
+    client, _ = harness.hello()
+    ids = projects(harness, client, 5)
+    client.one("project_list")
+    assert list(m._STATES) == ids[-3:]  # newest last, the oldest went first
+
+
+def test_a_deleted_project_leaves_no_snapshot(harness: Harness) -> None:
+    pid, [client] = setup(harness)
+    hub = harness.app.hub
+    client.one("project_list")
+    assert pid in hub._snapshots
+    client.request("project_delete", project_id=pid)
+    assert pid not in hub._snapshots
+
+
+def test_every_project_field_bumps_the_revision(harness: Harness) -> None:
+    pid, _ = setup(harness)
+    project = harness.app.registry.get(pid)
+    for field in attrs.fields(Project):
+        if field.name == "revision":
+            continue
+        before = project.revision
+        setattr(project, field.name, getattr(project, field.name))
+        assert project.revision == before + 1, field.name
+
+
+def test_idle_lowered_by_sighup_counts_from_the_next_message(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(timeouts={"idle": 300})
+    client, _ = harness.hello()
+    config = harness.factory.config
+    harness.factory.config = attrs.evolve(
+        config, timeouts=attrs.evolve(config.timeouts, idle=30.0)
+    )
+    harness.clock.advance(1)
+    client.one("health")  # the last message: idle is 30 s from here
+    harness.clock.advance(29)
+    client.pump.flush()
+    assert not client.protocol.closed
+    harness.clock.advance(1)
+    client.pump.flush()
+    assert client.protocol.closed
+
+
+def test_idle_raised_by_sighup_counts_from_the_last_message(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(timeouts={"idle": 30})
+    client, _ = harness.hello()
+    config = harness.factory.config
+    harness.factory.config = attrs.evolve(
+        config, timeouts=attrs.evolve(config.timeouts, idle=60.0)
+    )
+    client.one("health")
+    harness.clock.advance(59)
+    client.pump.flush()
+    assert not client.protocol.closed
+    harness.clock.advance(1)
+    client.pump.flush()
+    assert client.protocol.closed

@@ -291,6 +291,23 @@ def test_no_token_no_authorization_and_unwanted_events_are_not_sent(
     assert s.counted == ["sent"]
 
 
+@pytest.mark.parametrize("debug", [False, True])
+@pytest_twisted.inlineCallbacks
+def test_notification_sent_is_a_debug_line_built_only_at_debug(
+    ntfy: Callable[..., Setup], monkeypatch: pytest.MonkeyPatch, debug: bool
+) -> Generator[Deferred[Any], Any, None]:
+    from pocket_agent.ops.logs import DEBUG
+
+    monkeypatch.setattr(DEBUG, "on", debug)
+    s = ntfy()
+    s.push.observe(DONE)
+    s.clock.advance(0)
+    yield bounded(s.push.idle())
+    assert s.counted == ["sent"]
+    sent = [e for e in s.logged if e.get("log_format") == "Notification sent"]
+    assert len(sent) == (1 if debug else 0)
+
+
 def test_turned_off_while_queued_is_dropped_not_sent() -> None:
     clock, agent, counted = Clock(), NeverAgent(), []
     push = memory_push(clock, agent, counted)

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -275,10 +276,11 @@ def test_every_frame_encodes_to_its_type_ids_and_data(
     ids=lambda f: f.TYPE,
 )
 def test_a_reply_echoes_the_request_id(frame: m.Outbound) -> None:
-    wire = json.loads(frame.replying_to("req-7").encode())
+    reply = attrs.evolve(frame, request_id="req-7")
+    wire = json.loads(reply.encode())
     assert wire["request_id"] == "req-7"
     assert wire["type"] == frame.TYPE
-    assert decode_envelope(frame.replying_to("req-7").encode()).request_id == "req-7"
+    assert decode_envelope(reply.encode()).request_id == "req-7"
 
 
 def test_error_of_a_protocol_error() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -32,6 +32,16 @@ from .events import (
 )
 from .projects import Project, ProjectSnapshot
 from .registry import ProjectRegistry
+
+# What a cached snapshot was made of: the project, its revision, its follower count, the
+# server's default approvals, its open prompts' records.
+_MadeOf = tuple[Project, int, int, str, tuple[dict[str, Any], ...]]
+
+
+def _same_items(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """The same objects, not equal ones: a prompt's record is built once (and ``==``
+    would call ``1`` and ``True`` the same input)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 class Departure(enum.Enum):
@@ -78,7 +88,7 @@ class Hub:
         self._drained: list[Deferred[None]] = []
         # project id -> (what the snapshot was made of, the snapshot): one snapshot per
         # state, so the wire encodes each state once (wire.messages keeps its bytes).
-        self._snapshots: dict[str, tuple[tuple[object, ...], ProjectSnapshot]] = {}
+        self._snapshots: dict[str, tuple[_MadeOf, ProjectSnapshot]] = {}
         self.default_approvals = "phone"  # claude.approvals, shown in ProjectState.settings
 
     # ---------------------------------------------------------------- connections
@@ -180,14 +190,23 @@ class Hub:
     # ------------------------------------------------------------------ projects
 
     def snapshot(self, project: Project) -> ProjectSnapshot:
-        """The project's state now; the same object as last time when nothing changed."""
+        """The project's state now; the same object as last time when nothing changed
+        (the wire encodes each snapshot once: ``wire.messages.project_state_bytes``)."""
         followers = len(self._followers.get(project.id, {}))
         pending = project.run.pending_permissions if project.run is not None else ()
-        made_of = (project, project.revision, followers, self.default_approvals, pending)
         cached = self._snapshots.get(project.id)
-        if cached is not None and cached[0] == made_of:
-            return cached[1]
-        snapshot = project.snapshot(followers, self.default_approvals)
+        if cached is not None:
+            (was, revision, count, approvals, asked), snapshot = cached
+            if (
+                was is project
+                and revision == project.revision
+                and count == followers
+                and approvals == self.default_approvals
+                and _same_items(asked, pending)
+            ):
+                return snapshot
+        snapshot = project.snapshot(followers, self.default_approvals, pending)
+        made_of = (project, project.revision, followers, self.default_approvals, pending)
         self._snapshots[project.id] = (made_of, snapshot)
         return snapshot
 

@@ -121,7 +121,10 @@ def _touched(project: Project, attribute: attrs.Attribute[Any], value: Any) -> A
     return value
 
 
-@attrs.define(eq=False, on_setattr=_touched)
+@attrs.define(
+    eq=False,
+    on_setattr=attrs.setters.pipe(attrs.setters.convert, attrs.setters.validate, _touched),
+)
 class Project:
     """Live state of one project.
 
@@ -153,7 +156,15 @@ class Project:
         if self.run is not None:
             raise RunActive(self.id, self.run.run_id)
 
-    def snapshot(self, subscriber_count: int, default_approvals: str = "phone") -> ProjectSnapshot:
+    def snapshot(
+        self,
+        subscriber_count: int,
+        default_approvals: str = "phone",
+        pending: tuple[dict[str, Any], ...] | None = None,
+    ) -> ProjectSnapshot:
+        """``pending``: the run's open prompts, when the caller has them already."""
+        if pending is None:
+            pending = self.run.pending_permissions if self.run else ()
         return ProjectSnapshot(
             id=self.id,
             path=str(self.path),
@@ -166,7 +177,7 @@ class Project:
             error_details=self.error_details,
             settings=self.settings,
             approvals=self.settings.approvals or default_approvals,
-            pending_permissions=self.run.pending_permissions if self.run else (),
+            pending_permissions=pending,
         )
 
     def to_metadata(self) -> dict[str, Any]:

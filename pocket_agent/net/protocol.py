@@ -187,8 +187,9 @@ class PocketAgentProtocol(WebSocketServerProtocol):
         self._dataReceived(data)
 
     def onMessageEnd(self) -> None:
-        # Autobahn's, less its "message" observer signal (we observe nothing) and the
-        # txaio future and callbacks that signal costs for every message.
+        # Autobahn's (26.11), less its "message" observer signal (we observe nothing),
+        # the txaio future and callbacks that signal costs for every message, and
+        # trackedTimings (off unless trackTimings is set, which we never do).
         if not self.failedByMe:
             self._onMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None  # type: ignore[assignment]  # as autobahn's does
@@ -201,8 +202,11 @@ class PocketAgentProtocol(WebSocketServerProtocol):
         if connection is None:
             return
         now = self._last_heard = self.factory.clock.seconds()
-        if self._idle_timer is None:
-            self._arm_idle_timer(config.timeouts.idle)  # timeouts.idle was 0 until SIGHUP
+        idle, timer = config.timeouts.idle, self._idle_timer
+        # Armed once; again only when SIGHUP switched idle on or made it shorter than
+        # what the timer has left (a longer idle is seen when it fires).
+        if idle > 0 and (timer is None or timer.getTime() > now + idle):
+            self._arm_idle_timer(idle)
         if not self._within_rate(payload, now):
             return
         if isBinary:
@@ -297,11 +301,17 @@ class PocketAgentProtocol(WebSocketServerProtocol):
                 self._drop_slow_consumer()
                 return
         if self.factory.config.logging.trace:
-            trace_frame("out", message.payload, False, self._connection_id, self._secret())
+            trace_frame("out", message.encode(), False, self._connection_id, self._secret())
         if self._perMessageCompress is None and not self.send_queue:
+            # What autobahn's sendMessage would write (tests compare the bytes), less
+            # what we never use: its trafficStats counters, autoFragmentSize (0 here),
+            # trackedTimings. Pings and close frames are written directly by autobahn
+            # too, so the order of frames on the wire is the order of the calls.
             self.transport.write(frame)  # type: ignore[union-attr]  # open: it has one
-        else:  # not with our options (no compression, no chopping): autobahn's way
-            self.sendMessage(message.payload, isBinary=False)
+        else:
+            # Compression (never offered) or writes autobahn queued (sync or chopped
+            # ones, which we never make): behind those, through autobahn.
+            self.sendMessage(message.encode(), isBinary=False)
 
     def _secret(self) -> str | None:
         """The current token, for the trace to cut out (a client may paste it anywhere)."""

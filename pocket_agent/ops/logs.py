@@ -74,7 +74,7 @@ class DebugGate:
     on = False
 
 
-DEBUG = DebugGate()
+DEBUG = DebugGate()  # one log configuration per process, as globalLogPublisher is
 
 
 def redact(text: str) -> str:
@@ -204,8 +204,8 @@ class LogService(Service):
         rotate_bytes: int = 50 * 1024 * 1024,
         extra_stream: IO[str] | None = None,
     ) -> None:
+        self.level = level
         self.predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
-        DEBUG.on = level == "debug"
         for namespace in FLAGGED_NAMESPACES:
             self.predicate.setLogLevelForNamespace(namespace, LogLevel.debug)
         self.formatter = json_line if fmt == "json" else text_line
@@ -217,6 +217,7 @@ class LogService(Service):
 
     def set_level(self, level: str) -> None:
         """SIGHUP: the new logging.level, for every observer at once."""
+        self.level = level
         self.predicate.setLogLevelForNamespace("", LEVELS[level])
         DEBUG.on = level == "debug"
 
@@ -240,6 +241,7 @@ class LogService(Service):
         # Observe from here, not from startService: start-up itself (recovery, the
         # sweep of a crashed server's runs) happens before startService and must be in
         # server.log too.
+        DEBUG.on = self.level == "debug"
         for logfile in self._files:
             self._observe(LineObserver(logfile, self.formatter))
         if self.extra_stream is not None:

@@ -3,8 +3,8 @@ from the bytes of one WebSocket text frame.
 
 Records travel as the bytes they were stored as (:class:`AgentMessage`,
 :class:`HistoryMessage`): a multi-megabyte Claude line is never parsed or
-serialised again on its way out. A frame is encoded once (``payload``) and framed
-once (``frame``), however many followers it goes to; a project's ``ProjectState`` is
+serialised again on its way out. A frame is encoded and framed once
+(``frame``), however many followers it goes to; a project's ``ProjectState`` is
 encoded once per snapshot (:func:`project_state_bytes`), so ``project_list`` is a join.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import attrs
 
@@ -56,22 +56,22 @@ def _dumps(value: object) -> bytes:
 
 
 # project id -> (the snapshot, its encoded ProjectState). The hub hands out the same
-# snapshot object until the project changes; an equal one is as good (and still cheaper
-# to compare than to encode). Deleted projects' entries go when the map is cleared.
+# snapshot object until the project changes, so the test is identity: an *equal*
+# snapshot is not enough (1 == 1.0 == True in a tool's input, not in JSON). The oldest
+# entry goes first once there are more than _STATES_KEPT (deleted projects' entries).
 _STATES: dict[str, tuple[ProjectSnapshot, bytes]] = {}
 _STATES_KEPT = 10_000
 
 
 def project_state_bytes(state: ProjectSnapshot) -> bytes:
     """The ``ProjectState`` object of ``state`` as JSON, encoded once per snapshot."""
-    cached = _STATES.get(state.id)
-    if cached is not None and (cached[0] is state or cached[0] == state):
-        return cached[1]
-    encoded = _dumps(project_state_data(state))
-    if len(_STATES) >= _STATES_KEPT:
-        _STATES.clear()
-    _STATES[state.id] = (state, encoded)
-    return encoded
+    cached = _STATES.pop(state.id, None)
+    if cached is None or cached[0] is not state:
+        cached = (state, _dumps(project_state_data(state)))
+        if len(_STATES) >= _STATES_KEPT:
+            del _STATES[next(iter(_STATES))]
+    _STATES[state.id] = cached  # the newest last
+    return cached[1]
 
 
 @attrs.frozen
@@ -96,18 +96,10 @@ class Outbound:
         return encode_envelope(self.TYPE, self.data(), self.project_id, self.request_id)
 
     @functools.cached_property
-    def payload(self) -> bytes:
-        """:meth:`encode`, once: a frame shared by many followers is encoded once."""
-        return self.encode()
-
-    @functools.cached_property
     def frame(self) -> bytes:
-        """The WebSocket frame around :attr:`payload`, built once for every follower."""
-        return text_frame(self.payload)
-
-    def replying_to(self, request_id: str | None) -> Self:
-        """A copy echoing ``request_id``; the server's own replies are built with it."""
-        return attrs.evolve(self, request_id=request_id)
+        """The WebSocket frame around :meth:`encode`, built once for every follower.
+        Only the frame is kept: a multi-megabyte line is held once more, not twice."""
+        return text_frame(self.encode())
 
 
 @attrs.frozen

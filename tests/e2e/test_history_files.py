@@ -21,9 +21,14 @@ ENV = {**FAKE_ENV, "PA_LOG_ROTATION_COUNT": "10"}  # compress is on by default
 
 
 def stored_seqs(logs: Path) -> list[int]:
-    """Every seq in the history files, read straight from the disk."""
+    """Every seq in the history files, read straight from the disk. A ``.gz`` beside its
+    plain file is a compression the shutdown cut short (the index still names the
+    plain file, and the next start deletes the ``.gz``): it is not counted."""
     seqs = []
     for path in logs.glob("messages_*.jsonl*"):
+        twin = path.with_suffix("")
+        if path.suffix == ".gz" and twin.name != "messages_current.jsonl" and twin.exists():
+            continue
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         seqs += [json.loads(line)["seq"] for line in data.splitlines()]
     return sorted(seqs)
