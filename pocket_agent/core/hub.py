@@ -13,6 +13,7 @@ fall between the two and no caller can get the order wrong.
 from __future__ import annotations
 
 import enum
+import operator
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -41,7 +42,7 @@ _MadeOf = tuple[Project, int, int, str, tuple[dict[str, Any], ...]]
 def _same_items(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
     """The same objects, not equal ones: a prompt's record is built once (and ``==``
     would call ``1`` and ``True`` the same input)."""
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+    return a is b or (len(a) == len(b) and all(map(operator.is_, a, b)))
 
 
 class Departure(enum.Enum):

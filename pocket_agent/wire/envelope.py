@@ -114,8 +114,8 @@ def decode_envelope(payload: bytes | str) -> Envelope:
 def _might_hold_surrogates(payload: bytes | str) -> bool:
     if isinstance(payload, str):
         return _MAYBE_SURROGATE_TEXT.search(payload) is not None
-    if json.detect_encoding(payload) != "utf-8":
-        return True  # UTF-16 or -32 (json.loads reads those too): the pattern is UTF-8's
+    if b"\x00" in payload[:4] or not payload[:1].isascii():
+        return True  # UTF-16 or -32, or a BOM (json.loads reads those too): the pattern is UTF-8's
     return _MAYBE_SURROGATE.search(payload) is not None
 
 

@@ -57,21 +57,23 @@ def _dumps(value: object) -> bytes:
 
 # project id -> (the snapshot, its encoded ProjectState). The hub hands out the same
 # snapshot object until the project changes, so the test is identity: an *equal*
-# snapshot is not enough (1 == 1.0 == True in a tool's input, not in JSON). The oldest
-# entry goes first once there are more than _STATES_KEPT (deleted projects' entries).
+# snapshot is not enough (1 == 1.0 == True in a tool's input, not in JSON). The entry
+# encoded longest ago goes first once there are _STATES_KEPT (deleted projects' ones).
 _STATES: dict[str, tuple[ProjectSnapshot, bytes]] = {}
 _STATES_KEPT = 10_000
 
 
 def project_state_bytes(state: ProjectSnapshot) -> bytes:
     """The ``ProjectState`` object of ``state`` as JSON, encoded once per snapshot."""
-    cached = _STATES.pop(state.id, None)
-    if cached is None or cached[0] is not state:
-        cached = (state, _dumps(project_state_data(state)))
-        if len(_STATES) >= _STATES_KEPT:
-            del _STATES[next(iter(_STATES))]
-    _STATES[state.id] = cached  # the newest last
-    return cached[1]
+    cached = _STATES.get(state.id)
+    if cached is not None and cached[0] is state:
+        return cached[1]
+    encoded = _dumps(project_state_data(state))
+    _STATES.pop(state.id, None)
+    if len(_STATES) >= _STATES_KEPT:
+        del _STATES[next(iter(_STATES))]
+    _STATES[state.id] = (state, encoded)  # the newest encoded last
+    return encoded
 
 
 @attrs.frozen
