@@ -739,7 +739,9 @@ class Drain:
 
     def __init__(self, proc: subprocess.Popen[bytes], keep: int = 1 << 16) -> None:
         assert proc.stdout is not None
-        self.fd = proc.stdout.fileno()
+        # Its own descriptor: the Popen may close (or the collector finalise) stdout
+        # while this thread still reads, and the number could then be another file's.
+        self.fd = os.dup(proc.stdout.fileno())
         self.keep = keep
         self.head = b""
         self.tail = b""
@@ -749,13 +751,16 @@ class Drain:
         self.thread.start()
 
     def _run(self) -> None:
-        while chunk := os.read(self.fd, 1 << 20):
-            self.total += len(chunk)
-            if len(self.head) < self.keep:
-                self.head += chunk[: self.keep - len(self.head)]
-                if b"flooding" in self.head and b"x" * 1024 in self.head:
-                    self.flooding.set()
-            self.tail = (self.tail + chunk)[-self.keep :]
+        try:
+            while chunk := os.read(self.fd, 1 << 20):
+                self.total += len(chunk)
+                if len(self.head) < self.keep:
+                    self.head += chunk[: self.keep - len(self.head)]
+                    if b"flooding" in self.head and b"x" * 1024 in self.head:
+                        self.flooding.set()
+                self.tail = (self.tail + chunk)[-self.keep :]
+        finally:
+            os.close(self.fd)
 
 
 def start_flood(fake: Env, scenario: str) -> tuple[subprocess.Popen[bytes], Drain]:
