@@ -120,7 +120,9 @@ def test_quick_run_against_the_real_daemon(tmp_path: Path) -> None:
     [fanout] = results["fanout"]["A"]
     assert fanout["followers"] == 2 and fanout["lines"] == 200
     assert fanout["lines_per_s_per_follower"] > 0 and fanout["p99_ms"] >= fanout["p50_ms"]
-    assert fanout["server_cpu_us_per_message"] > 0 and "client_cpu_share" in fanout
+    # /proc counts CPU in 10 ms ticks, and the quick fan-out (400 messages) now takes the
+    # server less than one: 0 is a measurement here, a negative figure would be a bug.
+    assert fanout["server_cpu_us_per_message"] >= 0 and "client_cpu_share" in fanout
     [conns] = results["conns"]["A"]
     assert conns["connections"] == conns["alive"] == 20
     assert conns["rss_after_kib"] > 0 and "rss_kib_per_connection" in conns

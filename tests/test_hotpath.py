@@ -440,6 +440,14 @@ def test_sighup_switches_the_debug_gate(tmp_path: Path) -> None:
     assert not DEBUG.on
 
 
+def test_a_log_service_that_stops_closes_the_gate(tmp_path: Path) -> None:
+    service = LogService("debug", "text", tmp_path / "x.log")
+    service.privilegedStartService()
+    assert DEBUG.on
+    service.detach()
+    assert not DEBUG.on
+
+
 def test_a_log_service_at_debug_opens_the_gate_when_it_starts(tmp_path: Path) -> None:
     service = LogService("debug", "text", tmp_path / "x.log")
     assert not DEBUG.on  # built, not started: nothing logs through it yet
@@ -469,10 +477,11 @@ def test_a_run_alone_changes_the_listed_state(harness: Harness) -> None:
     run.pending_permissions = ({"permission_id": "p1"},)  # no Project field assigned
     assert listed()["pending_permissions"] == [{"permission_id": "p1"}]
     run.pending_permissions = ({"permission_id": "p1", "input": {"n": True}},)
-    assert listed()["pending_permissions"][0]["input"] == {"n": True}
+    assert listed()["pending_permissions"][0]["input"]["n"] is True
     run.pending_permissions = ({"permission_id": "p1", "input": {"n": 1}},)  # == the last
-    assert listed()["pending_permissions"][0]["input"] == {"n": 1}
+    n = listed()["pending_permissions"][0]["input"]["n"]
     project.run = None
+    assert type(n) is int and n == 1  # not the True of the state before
 
 
 def test_an_equal_snapshot_is_encoded_again(harness: Harness) -> None:
@@ -504,6 +513,32 @@ def test_the_state_cache_is_bounded_oldest_out(
     ids = projects(harness, client, 5)
     client.one("project_list")
     assert list(m._STATES) == ids[-3:]  # newest last, the oldest went first
+
+
+def test_a_project_replaced_by_another_object_is_not_its_old_snapshot(
+    harness: Harness,
+) -> None:
+    """A reload builds new Project objects whose revision may equal the old one's."""
+    pid, _ = setup(harness)
+    hub, registry = harness.app.hub, harness.app.registry
+    old = registry.get(pid)
+    hub.snapshot(old)
+    new = attrs.evolve(old, session_id="other")
+    new.revision = old.revision
+    assert hub.snapshot(new).session_id == "other"
+
+
+def test_a_re_encoded_state_is_the_newest_in_the_cache(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(m, "_STATES", {})
+    monkeypatch.setattr(m, "_STATES_KEPT", 4)
+    client, _ = harness.hello()
+    ids = projects(harness, client, 3)
+    client.one("project_list")
+    harness.app.registry.get(ids[0]).session_id = "changed"
+    client.one("project_list")
+    assert list(m._STATES) == [ids[1], ids[2], ids[0]]  # so it is not the next one out
 
 
 def test_a_deleted_project_leaves_no_snapshot(harness: Harness) -> None:

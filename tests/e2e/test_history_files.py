@@ -27,6 +27,7 @@ def stored_seqs(logs: Path) -> list[int]:
     seqs = []
     for path in logs.glob("messages_*.jsonl*"):
         twin = path.with_suffix("")
+        # messages_current.jsonl.gz is no twin: an operator's gzip of it is history too.
         if path.suffix == ".gz" and twin.name != "messages_current.jsonl" and twin.exists():
             continue
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
