@@ -195,6 +195,14 @@ def test_the_idle_timer_is_armed_once_not_per_message(harness: Harness) -> None:
     ]
 
 
+def reload_idle(harness: Harness, idle: float) -> None:
+    """What a SIGHUP that changes ``timeouts.idle`` does (compose.App.reconfigure)."""
+    config = harness.factory.config
+    harness.factory.config = attrs.evolve(
+        config, timeouts=attrs.evolve(config.timeouts, idle=idle)
+    )
+
+
 def test_idle_counts_from_the_last_message(harness: Harness) -> None:
     client, _ = harness.hello()
     idle = harness.config.timeouts.idle
@@ -216,10 +224,7 @@ def test_idle_switched_on_by_sighup_starts_counting(
     client, _ = harness.hello()
     harness.clock.advance(10_000)
     assert not client.protocol.closed
-    config = harness.factory.config
-    harness.factory.config = attrs.evolve(
-        config, timeouts=attrs.evolve(config.timeouts, idle=30.0)
-    )  # what a reload does (compose.App.apply)
+    reload_idle(harness, 30.0)
     client.one("health")
     harness.clock.advance(30)
     client.pump.flush()
@@ -566,10 +571,7 @@ def test_idle_lowered_by_sighup_counts_from_the_next_message(
 ) -> None:
     harness = make_harness(timeouts={"idle": 300})
     client, _ = harness.hello()
-    config = harness.factory.config
-    harness.factory.config = attrs.evolve(
-        config, timeouts=attrs.evolve(config.timeouts, idle=30.0)
-    )
+    reload_idle(harness, 30.0)
     harness.clock.advance(1)
     client.one("health")  # the last message: idle is 30 s from here
     harness.clock.advance(29)
@@ -585,10 +587,7 @@ def test_idle_raised_by_sighup_counts_from_the_last_message(
 ) -> None:
     harness = make_harness(timeouts={"idle": 30})
     client, _ = harness.hello()
-    config = harness.factory.config
-    harness.factory.config = attrs.evolve(
-        config, timeouts=attrs.evolve(config.timeouts, idle=60.0)
-    )
+    reload_idle(harness, 60.0)
     client.one("health")
     harness.clock.advance(59)
     client.pump.flush()
